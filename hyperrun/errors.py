@@ -1,0 +1,87 @@
+"""One exception hierarchy; the CLI turns each into a one-line message and an exit status."""
+
+from __future__ import annotations
+
+# Exit statuses follow docker's conventions (see docs/protocol.md).
+EXIT_HYPERRUN = 125  # hyperrun failed before the container's process started
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+EXIT_USAGE = 2  # bad command line, as argparse does
+
+
+class HyperrunError(Exception):
+    """A failure the user can act on: a message, an optional hint and an exit status."""
+
+    status = EXIT_HYPERRUN
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(HyperrunError):
+    """Invalid option values (memory sizes, env files, ...)."""
+
+
+class ImageNotFound(HyperrunError):
+    def __init__(self, reference: str) -> None:
+        super().__init__(
+            f"image not found: {reference}",
+            hint="see `hyperrun images`; add one with `hyperrun load -i FILE` or `hyperrun import`",
+        )
+        self.reference = reference
+
+
+class InvalidImage(HyperrunError):
+    """An archive, manifest or config that is malformed or fails verification."""
+
+
+class HostileLayer(InvalidImage):
+    """A layer entry that tries to escape the root filesystem or is otherwise unsafe."""
+
+    def __init__(self, layer: str, entry: str, reason: str) -> None:
+        super().__init__(
+            f"refusing layer {layer}: entry {entry!r} {reason}",
+            hint="the image is malformed or malicious; nothing was written",
+        )
+        self.layer = layer
+        self.entry = entry
+
+
+class CommandFailed(HyperrunError):
+    """An external tool (mkfs.ext4, qemu-img, ...) exited non-zero."""
+
+    def __init__(self, argv: list[str], returncode: int, stderr: str) -> None:
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {returncode}"
+        super().__init__(f"{argv[0]} failed: {last}", hint="rerun with --debug for the full command")
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class BootAssetsMissing(HyperrunError):
+    def __init__(self, what: str, path: str) -> None:
+        super().__init__(f"{what} not found at {path}", hint="run scripts/setup")
+
+
+class HypervisorError(HyperrunError):
+    """libvirt could not be reached or refused to run the domain."""
+
+
+class BootFailed(HyperrunError):
+    """The VM started but the guest agent never answered."""
+
+    def __init__(self, message: str, console_tail: str) -> None:
+        tail = console_tail.strip()
+        hint = "last lines of the guest console:\n" + tail if tail else "the guest console was empty"
+        super().__init__(message, hint=hint)
+        self.console_tail = console_tail
+
+
+class ContainerError(HyperrunError):
+    """The guest agent reported a failure while preparing or starting the process."""
+
+    def __init__(self, message: str, status: int = EXIT_HYPERRUN) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,108 @@
+"""Where hyperrun keeps its state on disk, and the lock that guards it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ROOT = "/var/lib/hyperrun"
+
+
+@dataclass(frozen=True)
+class Store:
+    """Layout of the store; every file hyperrun writes lives below `root`.
+
+    blobs/sha256/<hex>   content-addressed layers, configs and manifests
+    images.json          image references -> manifest digests
+    disks/<hex>.ext4     read-only base disk of each image (by config digest)
+    containers/<id>/     per-container overlay, console log, state
+    sock/                virtio-serial channel sockets (short paths: sun_path is 108 bytes)
+    boot/                vmlinuz and initrd.img installed by scripts/setup
+    tmp/                 staging; same filesystem as the rest, so renames are atomic
+    """
+
+    root: Path
+
+    @classmethod
+    def default(cls) -> Store:
+        return cls(Path(os.environ.get("HYPERRUN_ROOT", DEFAULT_ROOT)).absolute())
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    @property
+    def images_index(self) -> Path:
+        return self.root / "images.json"
+
+    @property
+    def disks(self) -> Path:
+        return self.root / "disks"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    @property
+    def sockets(self) -> Path:
+        return self.root / "sock"
+
+    @property
+    def boot(self) -> Path:
+        return self.root / "boot"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    def blob(self, digest: str) -> Path:
+        algo, _, hexpart = digest.partition(":")
+        if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef" for c in hexpart):
+            raise ValueError(f"unsupported digest {digest!r}")
+        return self.blobs / hexpart
+
+    def ensure(self) -> None:
+        # QEMU runs as an unprivileged user under qemu:///system and must reach the disks
+        # and sockets below, so directories are traversable by others (0711); files inside
+        # carry their own modes.
+        for path in (self.root, self.blobs.parent, self.blobs, self.disks, self.containers,
+                     self.sockets, self.boot):
+            path.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self, name: str = "store") -> Iterator[None]:
+        """Exclusive advisory lock shared by every hyperrun process using this store."""
+        self.ensure()
+        with open(self.root / f".{name}.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def tempdir(self, prefix: str) -> tempfile.TemporaryDirectory[str]:
+        self.ensure()
+        return tempfile.TemporaryDirectory(prefix=prefix, dir=self.tmp)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write data so that readers see either the old file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
