@@ -13,6 +13,7 @@ class HyperrunError(Exception):
     """A failure the user can act on: a message, an optional hint and an exit status."""
 
     status = EXIT_HYPERRUN
+    details: str | None = None  # extra lines printed after the message (console output)
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -73,10 +74,8 @@ class BootFailed(HyperrunError):
     """The VM started but the guest agent never answered."""
 
     def __init__(self, message: str, console_tail: str) -> None:
-        tail = console_tail.strip()
-        hint = "last lines of the guest console:\n" + tail if tail else "the guest console was empty"
-        super().__init__(message, hint=hint)
-        self.console_tail = console_tail
+        super().__init__(message, hint="the last lines of the guest console follow")
+        self.details = console_tail.strip() or "(the guest console was empty)"
 
 
 class ContainerError(HyperrunError):

@@ -23,3 +23,11 @@ def run(argv: Sequence[str], *, input: bytes | None = None) -> subprocess.Comple
     if proc.returncode != 0:
         raise CommandFailed(argv, proc.returncode, proc.stderr.decode(errors="replace"))
     return proc
+
+
+def spawn_detached(argv: Sequence[str]) -> None:
+    """Start argv in its own session, not waited for, with no stdio of ours."""
+    argv = [str(a) for a in argv]
+    log.debug("+ %s &", shlex.join(argv))
+    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)

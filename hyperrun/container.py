@@ -1,0 +1,281 @@
+"""`hyperrun run`: from a RunSpec to a finished process, through one transient VM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import accel as accel_mod
+from . import hypervisor
+from .disk import create_overlay
+from .domain_xml import domain_xml
+from .errors import BootAssetsMissing, BootFailed, UsageError
+from .guest import GuestGone, GuestSession
+from .image import ImageConfig
+from .images import ImageStore
+from .log import log
+from .spec import ProcessSpec, RunSpec, VmSpec
+from .store import Store, atomic_write
+from .subproc import spawn_detached
+from .terminal import raw_mode, window_size
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+QBOOT = Path("/usr/share/qemu/qboot.rom")
+CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init"
+CONSOLE_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class BootAssets:
+    kernel: Path
+    initrd: Path
+
+
+def boot_assets(store: Store, kernel: Path | None) -> BootAssets:
+    """The guest kernel and initrd: --kernel or the ones scripts/setup installed."""
+    kernel = kernel or store.boot / "vmlinuz"
+    initrd = store.boot / "initrd.img"
+    if not kernel.is_file():
+        raise BootAssetsMissing("guest kernel", str(kernel))
+    if not initrd.is_file():
+        raise BootAssetsMissing("guest initrd", str(initrd))
+    return BootAssets(kernel.absolute(), initrd.absolute())
+
+
+def merge_env(base: tuple[str, ...], overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """Later KEY=VALUE entries replace earlier ones with the same key, keeping order."""
+    merged: dict[str, str] = {}
+    for entry in (*base, *overrides):
+        key = entry.partition("=")[0]
+        merged.pop(key, None)
+        merged[key] = entry
+    return tuple(merged.values())
+
+
+def process_spec(config: ImageConfig, run: RunSpec, hostname: str) -> ProcessSpec:
+    """Combine the image config with the command line exactly as docker does."""
+    if run.entrypoint is not None:
+        # An explicit --entrypoint also drops the image's Cmd; "" clears the entrypoint.
+        entrypoint = run.entrypoint
+        cmd = run.command
+    else:
+        entrypoint = tuple(config.entrypoint or ())
+        cmd = run.command or tuple(config.cmd or ())
+    args = (*entrypoint, *cmd)
+    if not args:
+        raise UsageError("no command specified", hint="give a command after the image name")
+    env = tuple(config.env or ())
+    if not any(e.startswith("PATH=") for e in env):
+        env = (DEFAULT_PATH, *env)
+    implicit = [f"HOSTNAME={hostname}"]
+    if run.tty:
+        implicit.append("TERM=xterm")
+    env = merge_env((*implicit, *env), run.env)
+    return ProcessSpec(
+        args=args,
+        env=env,
+        cwd=run.workdir or config.working_dir or "/",
+        user=run.user if run.user is not None else (config.user or ""),
+        tty=run.tty,
+        stdin=run.interactive,
+    )
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    dir: Path
+    ctl_socket: Path
+    io_socket: Path
+
+    @property
+    def domain(self) -> str:
+        return f"hyperrun-{self.name}"
+
+    @property
+    def overlay(self) -> Path:
+        return self.dir / "overlay.qcow2"
+
+    @property
+    def console_log(self) -> Path:
+        return self.dir / "console.log"
+
+
+def _names_in_use(store: Store) -> set[str]:
+    names = set()
+    for state in store.containers.glob("*/state.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            names.add(json.loads(state.read_text())["name"])
+    return names
+
+
+def create_container(store: Store, run: RunSpec, image_ref: str) -> Container:
+    """Reserve an id and a name and make the container's directory."""
+    cid = secrets.token_hex(32)
+    name = run.name or cid[:12]
+    with store.lock("containers"):
+        if run.name and name in _names_in_use(store):
+            raise UsageError(f"container name {name!r} is already in use",
+                             hint="choose another --name or remove the old container")
+        cdir = store.containers / cid
+        cdir.mkdir(mode=0o711)
+        state = {"id": cid, "name": name, "image": image_ref, "created": time.time(),
+                 "command": list(run.command)}
+        atomic_write(cdir / "state.json", json.dumps(state).encode())
+    short = cid[:12]
+    return Container(cid, name, cdir, store.sockets / f"{short}.ctl",
+                     store.sockets / f"{short}.io")
+
+
+def _console_tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-CONSOLE_TAIL_LINES:])
+
+
+def _boot_timeout() -> float:
+    return float(os.environ.get("HYPERRUN_BOOT_TIMEOUT", "90"))
+
+
+def run(run: RunSpec, store: Store, uri: str) -> int:
+    """Run the container to completion and return its exit status."""
+    images = ImageStore(store)
+    image = images.get(run.image)
+    assets = boot_assets(store, run.kernel)
+    accel = accel_mod.resolve(run.accel)
+    conn = hypervisor.connect(uri)
+    try:
+        base = images.base_disk(image)
+        container = create_container(store, run, run.image)
+        hostname = run.hostname or container.id[:12]
+        process = process_spec(image.config, run, hostname)
+        with _cleanup(uri, container, remove=run.remove):
+            create_overlay(base, container.overlay)
+            vm = VmSpec(
+                name=container.domain,
+                uuid=str(uuid.uuid4()),
+                accel=accel,
+                vcpus=run.cpus,
+                memory_mib=run.memory_mib,
+                kernel=assets.kernel,
+                initrd=assets.initrd,
+                cmdline=CMDLINE,
+                overlay=container.overlay,
+                base=base,
+                ctl_socket=container.ctl_socket,
+                io_socket=container.io_socket,
+                console_log=container.console_log,
+                loader=QBOOT if QBOOT.is_file() else None,
+            )
+            return _boot_and_run(conn, vm, container, process, hostname)
+    finally:
+        conn.close()
+
+
+def _boot_and_run(conn, vm: VmSpec, container: Container, process: ProcessSpec,
+                  hostname: str) -> int:
+    xml = domain_xml(vm)
+    log.debug("domain XML:\n%s", xml)
+    started = time.monotonic()
+    with hypervisor.transient_domain(conn, xml) as dom:
+        def alive() -> bool:
+            return hypervisor.is_active(dom)
+
+        try:
+            with GuestSession.connect(vm.ctl_socket, vm.io_socket) as guest:
+                try:
+                    guest.setup_container(hostname, _boot_timeout(), alive)
+                except (GuestGone, TimeoutError) as exc:
+                    why = "did not answer in time" if isinstance(exc, TimeoutError) else "stopped"
+                    raise BootFailed(f"the VM failed to boot: the guest agent {why}",
+                                     _console_tail(vm.console_log)) from None
+                log.debug("guest ready after %.2fs", time.monotonic() - started)
+                tty_fd = 0 if process.tty and os.isatty(0) else None
+                size = window_size(tty_fd if tty_fd is not None else 1) if process.tty else None
+                with raw_mode(tty_fd) if tty_fd is not None else contextlib.nullcontext():
+                    guest.start(1, process, size, main=True, alive=alive)
+                    return guest.pump(
+                        1,
+                        tty=process.tty,
+                        stdin_fd=0 if process.stdin else None,
+                        winsize=(lambda: window_size(tty_fd)) if tty_fd is not None else None,
+                        forward=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                                 signal.SIGUSR1, signal.SIGUSR2),
+                    )
+        except GuestGone as exc:
+            raise BootFailed(f"{exc}", _console_tail(vm.console_log)) from None
+
+
+@contextlib.contextmanager
+def _cleanup(uri: str, container: Container, remove: bool) -> Iterator[None]:
+    """Remove sockets (and with --rm the container) once its domain has gone.
+
+    On success that wait happens in a detached process, so the user gets the exit
+    status without waiting for libvirt's teardown; on failure the domain has already
+    been destroyed and we clean up here.
+    """
+    leftovers = [container.ctl_socket, container.io_socket]
+    if remove:
+        leftovers.append(container.dir)
+    try:
+        yield
+    except BaseException:
+        for path in leftovers:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    spawn_detached([sys.executable, "-m", "hyperrun.reaper", uri, container.domain,
+                    *map(str, leftovers)])
+
+
+def parse_memory(text: str) -> int:
+    """'256m', '1g', '1024k' or bytes -> MiB, as docker's --memory accepts them."""
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    raw = text.strip().lower()
+    if raw.endswith("ib"):
+        raw = raw[:-2]
+    elif raw[-1:] == "b" and raw[-2:-1] in units:
+        raw = raw[:-1]
+    factor = units.get(raw[-1:], None)
+    number = raw[:-1] if factor else raw
+    try:
+        value = float(number) * (factor or 1)
+    except ValueError:
+        raise UsageError(f"invalid --memory {text!r}",
+                         hint="use a size such as 256m or 1g") from None
+    mib = int(value // (1 << 20))
+    host_mib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+    if mib > host_mib:
+        raise UsageError(f"--memory {text} is more than this host has ({host_mib} MiB)",
+                         hint="give the VM less memory")
+    if mib < 64:
+        raise UsageError(f"--memory {text} is too small for a VM",
+                         hint="the guest kernel and agent need at least 64m")
+    return mib
+
+
+def parse_cpus(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 1 or value != int(value) or value > 64:
+        raise UsageError(f"invalid --cpus {text!r}",
+                         hint="give a whole number of virtual CPUs between 1 and 64")
+    return int(value)
+

@@ -1,0 +1,67 @@
+"""Typed, frozen specifications passed from the command line down to the VM."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class Accel(enum.StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process inside the guest, as the agent's EXEC message carries it."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    tty: bool = False
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything `hyperrun run` was asked to do, after validation."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    name: str | None = None
+    tty: bool = False
+    interactive: bool = False
+    remove: bool = False
+    cpus: int = 1
+    memory_mib: int = 512
+    accel: Accel = Accel.AUTO
+    kernel: Path | None = None
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """What libvirt needs to boot one container's VM; domain_xml turns it into XML."""
+
+    name: str
+    uuid: str
+    accel: Accel
+    vcpus: int
+    memory_mib: int
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    overlay: Path
+    base: Path
+    ctl_socket: Path
+    io_socket: Path
+    console_log: Path
+    loader: Path | None = None
+    emulator: Path | None = None

@@ -1,0 +1,36 @@
+"""The user's terminal: raw mode for -t sessions and its window size."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import termios
+import tty
+from collections.abc import Iterator
+
+from .guest import WinSize
+
+
+def window_size(fd: int) -> WinSize | None:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return WinSize(rows=size.lines, cols=size.columns)
+
+
+@contextlib.contextmanager
+def raw_mode(fd: int) -> Iterator[None]:
+    """Put a terminal in raw mode so keys (Ctrl-C included) reach the guest untouched.
+
+    The previous settings come back on every exit path, exceptions included.
+    """
+    if not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd, termios.TCSANOW)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
