@@ -52,7 +52,10 @@ def domain_xml(vm: VmSpec) -> str:
     _sub(disk, "source", file=str(vm.overlay))
     backing = _sub(disk, "backingStore", type="file")
     _sub(backing, "format", type="raw")
-    _sub(backing, "source", file=str(vm.base))
+    base = _sub(backing, "source", file=str(vm.base))
+    # The base disk is shared by every container of the image and world-readable; letting
+    # libvirt chown it for one VM would hand it to that VM's QEMU user for good.
+    _sub(base, "seclabel", model="dac", relabel="no")
     _sub(backing, "backingStore")
     _sub(disk, "target", dev="vda", bus="virtio")
 

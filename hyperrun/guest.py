@@ -175,7 +175,8 @@ class _Pump:
         self.status: int | None = None
 
     def run(self, wake: socket.socket) -> int:
-        sel = selectors.DefaultSelector()
+        # poll, not epoll: stdin may be a regular file, which epoll refuses.
+        sel = selectors.PollSelector()
         self.s.io.setblocking(False)
         sel.register(self.s.ctl, selectors.EVENT_READ, "ctl")
         sel.register(self.s.io, selectors.EVENT_READ, "io")

@@ -91,7 +91,7 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
         raise _bad(text, "not a valid NAME[:TAG][@DIGEST]")
     name, tag, digest = match.groups()
     if len(name) > NAME_TOTAL_LENGTH_MAX:
-        raise _bad(text, f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters")
+        raise _bad(text, f"repository name longer than {NAME_TOTAL_LENGTH_MAX} characters")
     if digest is not None:
         # hyperrun only ever verifies sha256; anything else could never be matched.
         if not _SHA256_RE.match(digest):

@@ -1,0 +1,148 @@
+"""The image verbs: load, import, images, rmi."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import log
+from . import reference as references
+from .errors import HyperrunError, UsageError
+from .image import Image
+from .images import ImageStore, human_size, humanize_duration, iter_rows, parse_created
+from .store import Store
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the image verbs to the top-level parser."""
+    p = subparsers.add_parser("load", help="load an image from a docker save archive or OCI layout")
+    p.add_argument("-i", "--input", metavar="FILE", type=Path,
+                   help="archive or OCI layout directory to read (default: standard input)")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
+    p.set_defaults(func=load)
+
+    p = subparsers.add_parser("import", help="create an image from a root filesystem tarball")
+    p.add_argument("rootfs", metavar="ROOTFS.tar", type=Path,
+                   help="tar archive (plain, gzip, bzip2 or xz); - for standard input")
+    p.add_argument("name", metavar="NAME[:TAG]", nargs="?", help="name of the new image")
+    p.set_defaults(func=import_)
+
+    p = subparsers.add_parser("images", help="list images")
+    p.add_argument("repository", metavar="REPOSITORY[:TAG]", nargs="?",
+                   help="only images of this repository (and tag)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
+    p.add_argument("--no-trunc", action="store_true", help="show full image IDs")
+    p.set_defaults(func=images)
+
+    p = subparsers.add_parser("rmi", help="remove one or more images")
+    p.add_argument("refs", metavar="IMAGE", nargs="+", help="NAME[:TAG], NAME@DIGEST or IMAGE ID")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove an image referenced by several repositories")
+    p.set_defaults(func=rmi)
+
+
+def load(args: argparse.Namespace, store: Store) -> int:
+    image_store = ImageStore(store)
+    if args.input is not None:
+        loaded = image_store.load(args.input)
+    else:
+        if sys.stdin.isatty():
+            raise UsageError("requested load from stdin, but stdin is empty",
+                             hint="pass -i FILE or pipe an archive in")
+        with store.tempdir("stdin-") as tmp:
+            path = Path(tmp) / "archive"
+            with open(path, "wb") as out:
+                shutil.copyfileobj(sys.stdin.buffer, out)
+            loaded = image_store.load(path)
+    # Like docker, -q only silences progress (hyperrun has none); the result is still shown.
+    for item in loaded:
+        if item.tags:
+            for tag in item.tags:
+                print(f"Loaded image: {tag.familiar}")
+        else:
+            print(f"Loaded image ID: {item.image.id}")
+    return 0
+
+
+def import_(args: argparse.Namespace, store: Store) -> int:
+    image_store = ImageStore(store)
+    if str(args.rootfs) == "-":
+        with store.tempdir("stdin-") as tmp:
+            path = Path(tmp) / "rootfs.tar"
+            with open(path, "wb") as out:
+                shutil.copyfileobj(sys.stdin.buffer, out)
+            loaded = image_store.import_rootfs(path, args.name)
+    else:
+        loaded = image_store.import_rootfs(args.rootfs, args.name)
+    print(loaded.image.id)
+    return 0
+
+
+def images(args: argparse.Namespace, store: Store) -> int:
+    rows = [(repo, tag, image) for repo, tag, image in iter_rows(ImageStore(store).list())
+            if _matches(args.repository, repo, tag)]
+    if args.quiet:
+        seen: set[str] = set()
+        for _, _, image in rows:
+            if image.id not in seen:
+                seen.add(image.id)
+                print(image.id if args.no_trunc else image.short_id)
+        return 0
+    now = time.time()
+    table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    table += [(repo, tag, image.id if args.no_trunc else image.short_id, _created(image, now),
+               human_size(image.size)) for repo, tag, image in rows]
+    sys.stdout.write(format_table(table))
+    return 0
+
+
+def rmi(args: argparse.Namespace, store: Store) -> int:
+    image_store = ImageStore(store)
+    failure: HyperrunError | None = None
+    for ref in args.refs:
+        try:
+            for action, what in image_store.remove(ref, force=args.force):
+                print(f"{action}: {what}")
+        except HyperrunError as exc:
+            # Like docker, carry on with the other images; report all but the last failure
+            # here and let the top level report the last one.
+            if failure is not None:
+                log.error(failure.message, failure.hint)
+            failure = exc
+    if failure is not None:
+        raise failure
+    return 0
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Columns as docker's tabwriter lays them out: min width 10, padding 3."""
+    widths = [max(10, max(len(row[i]) for row in rows) + 3) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("".join(cells) + row[-1])
+    return "\n".join(lines) + "\n"
+
+
+def _matches(pattern: str | None, repo: str, tag: str) -> bool:
+    if pattern is None:
+        return True
+    ref = references.parse(pattern, default_tag=False)
+    if ref.digest is not None:
+        raise UsageError("filtering `images` by digest is not supported",
+                         hint="use REPOSITORY or REPOSITORY:TAG")
+    if repo == "<none>":
+        return False
+    candidate = references.parse(repo, default_tag=False)
+    return candidate.name == ref.name and (ref.tag is None or ref.tag == tag)
+
+
+def _created(image: Image, now: float) -> str:
+    created = parse_created(image.created)
+    if created is None:
+        return "N/A"
+    return humanize_duration(now - created.timestamp()) + " ago"
