@@ -75,10 +75,16 @@ class GuestSession:
 
     def send(self, message: Message) -> None:
         log.debug("-> %s %s", message.type.name, dict(message.fields))
-        self.ctl.sendall(message.encode())
+        try:
+            self.ctl.sendall(message.encode())
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise GuestGone("the VM stopped unexpectedly") from exc
 
     def _read_ctl(self) -> list[Message]:
-        data = self.ctl.recv(65536)
+        try:
+            data = self.ctl.recv(65536)
+        except ConnectionResetError:
+            data = b""
         if not data:
             raise GuestGone("the VM stopped unexpectedly")
         messages = [Message.decode(t, p) for t, p in self._ctl_reader.feed(data)]
@@ -227,6 +233,8 @@ class _Pump:
             data = self.s.io.recv(1 << 18)
         except BlockingIOError:
             return
+        except ConnectionResetError:
+            data = b""
         if not data:
             raise GuestGone("the VM stopped unexpectedly")
         for sid, payload in self.s._io_reader.feed(data):
@@ -258,6 +266,8 @@ class _Pump:
             sent = self.s.io.send(self.outbuf)
         except BlockingIOError:
             return
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise GuestGone("the VM stopped unexpectedly") from exc
         del self.outbuf[:sent]
 
     def _on_signals(self, raw: bytes) -> None:
