@@ -123,8 +123,9 @@ def open_archive(path: Path) -> Iterator[Archive]:
     except FileNotFoundError:
         raise InvalidImage(f"{path}: no such file") from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
         raise InvalidImage(
-            f"{path} is not a tar archive: {exc}",
+            f"{path} is not a tar archive ({reason})",
             hint="expected the output of `docker save` or an OCI image layout",
         ) from None
     with tar:

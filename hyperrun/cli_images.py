@@ -85,12 +85,9 @@ def import_(args: argparse.Namespace, store: Store) -> int:
 def images(args: argparse.Namespace, store: Store) -> int:
     rows = [(repo, tag, image) for repo, tag, image in iter_rows(ImageStore(store).list())
             if _matches(args.repository, repo, tag)]
-    if args.quiet:
-        seen: set[str] = set()
+    if args.quiet:  # one line per row, duplicates included, as docker prints them
         for _, _, image in rows:
-            if image.id not in seen:
-                seen.add(image.id)
-                print(image.id if args.no_trunc else image.short_id)
+            print(image.id if args.no_trunc else image.short_id)
         return 0
     now = time.time()
     table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]

@@ -55,7 +55,8 @@ class CommandFailed(HyperrunError):
 
     def __init__(self, argv: list[str], returncode: int, stderr: str) -> None:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {returncode}"
-        super().__init__(f"{argv[0]} failed: {last}", hint="rerun with --debug for the full command")
+        super().__init__(f"{argv[0]} failed: {last}",
+                         hint="rerun with --debug for the full command")
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr

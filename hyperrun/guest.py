@@ -41,7 +41,8 @@ def _connect_unix(path: Path, deadline: float) -> socket.socket:
         except OSError as exc:
             sock.close()
             if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED) or time.monotonic() > deadline:
-                raise GuestGone(f"cannot connect to the guest channel {path}: {exc.strerror}") from exc
+                raise GuestGone(f"cannot connect to the guest channel {path}: "
+                                f"{exc.strerror}") from exc
             time.sleep(0.01)
 
 
@@ -57,7 +58,8 @@ class GuestSession:
 
     @classmethod
     @contextlib.contextmanager
-    def connect(cls, ctl_path: Path, io_path: Path, timeout: float = 10.0) -> Iterator[GuestSession]:
+    def connect(cls, ctl_path: Path, io_path: Path,
+                timeout: float = 10.0) -> Iterator[GuestSession]:
         deadline = time.monotonic() + timeout
         ctl = _connect_unix(ctl_path, deadline)
         try:

@@ -30,7 +30,8 @@ def connect(uri: str) -> libvirt.virConnect:
     except libvirt.libvirtError as exc:
         raise HypervisorError(
             f"cannot reach libvirt at {uri}: {exc.get_error_message()}",
-            hint="is libvirtd running? scripts/setup starts it (or set --connect / HYPERRUN_CONNECT)",
+            hint="is libvirtd running? scripts/setup starts it "
+            "(or set --connect / HYPERRUN_CONNECT)",
         ) from exc
 
 

@@ -8,11 +8,13 @@ and only then moved in, under store.lock(), so a failed load leaves nothing behi
 
 from __future__ import annotations
 
+import builtins
 import bz2
 import contextlib
 import datetime
 import gzip
 import hashlib
+import io
 import json
 import lzma
 import os
@@ -21,7 +23,7 @@ import re
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -115,7 +117,7 @@ class ImageStore:
 
     # ---- loading -------------------------------------------------------------------------
 
-    def load(self, path: Path) -> list[Loaded]:
+    def load(self, path: Path) -> builtins.list[Loaded]:
         """Load a `docker save` archive or an OCI image layout (directory or tar)."""
         path = Path(path)
         with open_archive(path) as archive, self._staging() as staged:
@@ -210,14 +212,18 @@ class ImageStore:
 
     # ---- removal -------------------------------------------------------------------------
 
-    def remove(self, text: str, *, force: bool = False) -> list[tuple[str, str]]:
+    def remove(
+        self, text: str, *, force: bool = False,
+        users: Callable[[str], Sequence[str]] | None = None,
+    ) -> builtins.list[tuple[str, str]]:
         """Untag or delete an image as `docker rmi` does; returns ("Untagged"|"Deleted", what).
 
         By NAME[:TAG], only that tag goes, and the image with its last tag. By id (or
         digest), every tag goes and the image with them; if the tags span several
-        repositories that takes force, as in docker.
+        repositories that takes force, as in docker. users(image_id) names the containers
+        using an image: such an image is never deleted; with force it is only untagged.
         """
-        actions: list[tuple[str, str]] = []
+        actions: builtins.list[tuple[str, str]] = []
         with self.store.lock():
             index = self._read_index()
             image_id = self._lookup(text, index)
@@ -240,6 +246,15 @@ class ImageStore:
                 del index["references"][r]
                 actions.append(("Untagged", references.parse(r, default_tag=False).familiar))
             deleted = image_id not in index["references"].values()
+            in_use = list(users(image_id)) if users is not None and deleted else []
+            if in_use and not force:
+                raise UsageError(
+                    f"unable to delete {image_id[7:19]} (must be forced) - "
+                    f"image is being used by container {in_use[0][:12]}",
+                    hint="remove the container first",
+                )
+            if in_use:
+                deleted = False
             if deleted:
                 doomed = self._image_blobs(image_id, index) - self._blobs_in_use(index, image_id)
                 del index["images"][image_id]
@@ -315,7 +330,10 @@ class ImageStore:
                     archive, layer_name, staged, label, diff_id, _digest_in_name(layer_name))
                 layers.append({"mediaType": media_type, "digest": digest, "size": blob_size})
             tags = []
-            for tag in entry.get("RepoTags") or ():
+            repo_tags = entry.get("RepoTags") or []
+            if not isinstance(repo_tags, list) or not all(isinstance(t, str) for t in repo_tags):
+                raise InvalidImage(f"{label}: manifest.json RepoTags is not a list of names")
+            for tag in repo_tags:
                 try:
                     tags.append(references.parse_tag(tag))
                 except UsageError as exc:
@@ -339,7 +357,7 @@ class ImageStore:
         return digest, size, media_type
 
     def _stage_synthetic(self, staged: _Staged, config_bytes: bytes,
-                         layers: list[dict[str, Any]]) -> str:
+                         layers: builtins.list[dict[str, Any]]) -> str:
         """Stage a config and an OCI manifest written for it (docker save has none)."""
         config_digest = _sha256(config_bytes)
         manifest = {
@@ -394,9 +412,8 @@ class ImageStore:
                 archive, staged, label, _pick_platform(doc, label), depth + 1)
         if media_type not in MANIFEST_MEDIA_TYPES and not (media_type is None and "config" in doc):
             raise InvalidImage(f"{label}: {desc['digest']} has unsupported type {media_type!r}")
-        config_desc = doc.get("config")
+        config_desc = _check_descriptor(doc.get("config"), label)
         layer_descs = doc.get("layers")
-        _check_descriptor(config_desc, label)
         if not isinstance(layer_descs, list):
             raise InvalidImage(f"{label}: manifest {desc['digest']} has no layers list")
         if config_desc.get("mediaType") not in CONFIG_MEDIA_TYPES:
@@ -433,7 +450,7 @@ class ImageStore:
         with self.store.tempdir("load-") as tmp:
             yield _Staged(Path(tmp))
 
-    def _commit(self, staged: _Staged) -> list[Loaded]:
+    def _commit(self, staged: _Staged) -> builtins.list[Loaded]:
         with self.store.lock():
             index = self._read_index()
             # An image already in the store keeps its manifest; only its tags move.
@@ -479,8 +496,8 @@ class ImageStore:
             Layer(d["digest"], d["mediaType"], d["size"], diff_id)
             for d, diff_id in zip(manifest["layers"], diff_ids, strict=True)
         )
-        refs = tuple(sorted(references.parse(r, default_tag=False)
-                            for r, i in index["references"].items() if i == image_id))
+        refs = tuple(references.parse(r, default_tag=False)
+                     for r in sorted(r for r, i in index["references"].items() if i == image_id))
         return Image(
             id=image_id,
             manifest_digest=entry["manifest"],
@@ -573,13 +590,14 @@ def _blob_name(digest: str) -> str:
     return "blobs/sha256/" + digest.removeprefix("sha256:")
 
 
-def _check_descriptor(desc: Any, label: str) -> None:
+def _check_descriptor(desc: Any, label: str) -> dict[str, Any]:
     if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str) \
             or not isinstance(desc.get("size"), int) or desc["size"] < 0:
         raise InvalidImage(f"{label}: malformed descriptor {str(desc)[:120]}")
     if not _DIGEST_RE.match(desc["digest"]):
         raise InvalidImage(f"{label}: unsupported digest {desc['digest'][:80]!r}",
                            hint="hyperrun verifies sha256 digests only")
+    return desc
 
 
 def _oci_tags(desc: dict[str, Any], label: str) -> tuple[Reference, ...]:
@@ -618,6 +636,8 @@ def _parse_config(data: bytes, what: str) -> dict[str, Any]:
             or not all(isinstance(d, str) and _DIGEST_RE.match(d) for d in rootfs["diff_ids"]):
         raise InvalidImage(f"{what}: not an image config (rootfs.diff_ids missing or invalid)")
     ImageConfig.from_json(config.get("config"))  # validates types now, not at run time
+    if config.get("os", "linux") != "linux":
+        raise InvalidImage(f"{what}: an image for {config['os']!r}; hyperrun runs linux images")
     return config
 
 
@@ -701,20 +721,20 @@ def _diff_id(path: Path, label: str, name: str) -> tuple[str, str, int]:
 
 
 def _decompress_to(src: IO[bytes], dest: Path, label: str) -> tuple[str, int]:
-    """Write src to dest uncompressed (gzip, bzip2, xz or plain); (digest, size)."""
+    """Write the seekable src to dest uncompressed (gzip, bzip2, xz or plain); (digest, size)."""
     head = src.read(6)
-    rest = _Prefixed(head, src)
-    stream: IO[bytes]
+    src.seek(0)
+    stream: io.BufferedIOBase | IO[bytes]
     if head.startswith(_GZIP_MAGIC):
-        stream = gzip.GzipFile(fileobj=rest)  # type: ignore[arg-type]
+        stream = gzip.GzipFile(fileobj=src, mode="rb")
     elif head.startswith(_BZIP2_MAGIC):
-        stream = bz2.BZ2File(rest)  # type: ignore[arg-type]
+        stream = bz2.BZ2File(src)
     elif head.startswith(_XZ_MAGIC):
-        stream = lzma.LZMAFile(rest)  # type: ignore[arg-type]
+        stream = lzma.LZMAFile(src)
     elif head.startswith(_ZSTD_MAGIC):
         raise InvalidImage(f"{label} is zstd-compressed", hint="decompress it first (unzstd)")
     else:
-        stream = rest  # type: ignore[assignment]
+        stream = src
     sha, size = hashlib.sha256(), 0
     try:
         with open(dest, "wb") as out:
@@ -725,23 +745,6 @@ def _decompress_to(src: IO[bytes], dest: Path, label: str) -> tuple[str, int]:
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise InvalidImage(f"{label}: corrupt compressed data: {exc}") from None
     return "sha256:" + sha.hexdigest(), size
-
-
-class _Prefixed:
-    """A reader that yields `head` before the rest of `src` (for sniffed magic bytes)."""
-
-    def __init__(self, head: bytes, src: IO[bytes]) -> None:
-        self.head = head
-        self.src = src
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            if n < 0:
-                data, self.head = self.head + self.src.read(), b""
-                return data
-            data, self.head = self.head[:n], self.head[n:]
-            return data
-        return self.src.read(n)
 
 
 def _check_tar(path: Path, label: str) -> None:
@@ -798,6 +801,10 @@ def iter_rows(images: Iterable[Image]) -> Iterator[tuple[str, str, Image]]:
         if not image.references:
             yield "<none>", "<none>", image
             continue
+        tagged = {ref.name for ref in image.references if ref.tag}
         for ref in image.references:
-            yield ref.familiar_name, ref.tag or "<none>", image
+            # A digest-only reference shows as <none> only if its repository has no tag here.
+            if ref.tag or ref.name not in tagged:
+                yield ref.familiar_name, ref.tag or "<none>", image
+                tagged.add(ref.name)
 

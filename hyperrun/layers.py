@@ -70,7 +70,7 @@ class _Root:
                 resolved.append(part)
                 continue
             follows += 1
-            if False:
+            if follows > MAX_SYMLINK_FOLLOWS:
                 raise _Reject("goes through too many levels of symbolic links")
             target = os.readlink(candidate)
             if target.startswith("/"):
@@ -306,9 +306,13 @@ def apply_layer(root: Path, layer: IO[bytes], *, name: str) -> None:
             applier.apply(tar)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
         raise InvalidImage(
-            f"layer {name} is not a readable tar archive: {exc}",
+            f"layer {name} is not a readable tar archive: {_first_line(exc)}",
             hint="the image is corrupt or uses a compression hyperrun does not support (zstd)",
         ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def apply_layers(root: Path, layers: Sequence[tuple[str, Path]]) -> None:

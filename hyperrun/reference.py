@@ -33,7 +33,7 @@ _SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 _HINT = "use NAME[:TAG] or NAME@sha256:DIGEST, e.g. busybox:latest or registry:5000/team/app:1.0"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Reference:
     """A normalised reference: `domain/path[:tag][@digest]`; at least one of tag and digest."""
 

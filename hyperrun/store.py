@@ -18,7 +18,7 @@ class Store:
     """Layout of the store; every file hyperrun writes lives below `root`.
 
     blobs/sha256/<hex>   content-addressed layers, configs and manifests
-    images.json          image references -> manifest digests
+    images.json          image references -> image ids -> manifest digests (images.py)
     disks/<hex>.ext4     read-only base disk of each image (by config digest)
     containers/<id>/     per-container overlay, console log, state
     sock/                virtio-serial channel sockets (short paths: sun_path is 108 bytes)
@@ -62,7 +62,7 @@ class Store:
 
     def blob(self, digest: str) -> Path:
         algo, _, hexpart = digest.partition(":")
-        if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef" for c in hexpart):
+        if algo != "sha256" or len(hexpart) != 64 or hexpart.strip("0123456789abcdef"):
             raise ValueError(f"unsupported digest {digest!r}")
         return self.blobs / hexpart
 

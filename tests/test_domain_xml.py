@@ -13,7 +13,10 @@ from hyperrun.spec import Accel, VmSpec
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def _vm(accel: Accel = Accel.TCG, loader: Path | None = Path("/usr/share/qemu/qboot.rom")) -> VmSpec:
+QBOOT = Path("/usr/share/qemu/qboot.rom")
+
+
+def _vm(accel: Accel = Accel.TCG, loader: Path | None = QBOOT) -> VmSpec:
     return VmSpec(
         name="hyperrun-0123456789ab",
         uuid="6a0b7a2e-1111-4c9e-9a4b-0123456789ab",

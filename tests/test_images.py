@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gzip
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
@@ -26,8 +28,8 @@ from helpers import (
     write_tar,
 )
 
-from hyperrun import cli_images
-from hyperrun.errors import HostileLayer, ImageNotFound, InvalidImage, UsageError
+from hyperrun import cli_images, subproc
+from hyperrun.errors import CommandFailed, HostileLayer, ImageNotFound, InvalidImage, UsageError
 from hyperrun.images import ImageStore
 from hyperrun.store import Store
 
@@ -330,6 +332,32 @@ def test_rmi_keeps_blobs_other_images_use(store: Store, images: ImageStore,
     assert debugfs(disk, "cat /etc/gone") == "x"
 
 
+def test_rmi_refuses_images_containers_use(images: ImageStore, tmp_path: Path) -> None:
+    spec = simple()
+    images.load(write_tar(docker_save_files([(spec, ["app:1"])]), tmp_path / "s"))
+    users = {spec.id: ["c0ffee" * 4]}.get
+    with pytest.raises(UsageError, match="being used by container c0ffeec0ffee"):
+        images.remove("app:1", users=lambda i: users(i, []))
+    assert images.get("app:1").id == spec.id
+    # Forced, it is untagged but kept for the container.
+    assert images.remove("app:1", force=True, users=lambda i: users(i, [])) == [
+        ("Untagged", "app:1")]
+    assert images.get(spec.id).references == ()
+
+
+def test_digest_references_sort_with_tags(store: Store, images: ImageStore,
+                                          tmp_path: Path) -> None:
+    spec = simple()
+    images.load(write_tar(docker_save_files([(spec, ["app:1"])]), tmp_path / "s"))
+    manifest = images.get("app:1").manifest_digest
+    index = json.loads(store.images_index.read_text())
+    index["references"][f"docker.io/library/app@{manifest}"] = spec.id  # as a pull records it
+    store.images_index.write_text(json.dumps(index))
+    assert [r.familiar for r in images.get(spec.id).references] == [
+        "app:1", f"app@{manifest}"]
+    assert images.get(f"app@{manifest}").id == spec.id
+
+
 # ---- base disks ----------------------------------------------------------------------------
 
 
@@ -367,6 +395,32 @@ def test_hostile_image_leaves_no_disk_and_no_staging(store: Store, images: Image
         images.base_disk(images.get("evil:1"))
     assert os.listdir(store.disks) == [] and os.listdir(store.tmp) == []
     assert os.listdir(outside) == []
+
+
+def test_concurrent_base_disk_builds_once(store: Store, images: ImageStore,
+                                          tmp_path: Path) -> None:
+    images.load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
+    image = images.get("app:1")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        disks = list(pool.map(lambda _: ImageStore(store).base_disk(image), range(4)))
+    assert len(set(disks)) == 1
+    assert os.listdir(store.disks) == [disks[0].name]
+    assert debugfs(disks[0], "cat /etc/x") == "hello from the top layer\n"
+
+
+def test_failed_disk_build_leaves_nothing(store: Store, images: ImageStore, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    images.load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
+    real_run = subproc.run
+
+    def failing_mkfs(argv, **kw):
+        real_run(argv, **kw)  # leave a complete-looking file behind, then fail
+        raise CommandFailed(list(argv), 1, "mkfs.ext4: simulated failure")
+
+    monkeypatch.setattr(subproc, "run", failing_mkfs)
+    with pytest.raises(CommandFailed, match="simulated failure"):
+        images.base_disk(images.get("app:1"))
+    assert os.listdir(store.disks) == [] and os.listdir(store.tmp) == []
 
 
 def test_overlay_is_backed_by_the_raw_base(images: ImageStore, tmp_path: Path) -> None:
@@ -414,6 +468,8 @@ def test_cli_load_images_rmi(store: Store, tmp_path: Path, capsys) -> None:
 
     assert _cli(store, "images", "-q", "busybox:latest") == 0
     assert capsys.readouterr().out == short + "\n"
+    assert _cli(store, "images", "-q") == 0
+    assert capsys.readouterr().out == f"{short}\n{short}\n"  # one per row, as docker
     assert _cli(store, "images", "-q", "nothing") == 0
     assert capsys.readouterr().out == ""
 
@@ -446,9 +502,23 @@ def test_make_busybox_image_loads_and_is_deterministic(store: Store, tmp_path: P
     assert [t.familiar for t in loaded.tags] == ["busybox:latest"]
     image = images.get("busybox")
     assert image.config.cmd == ("sh",)
-    assert image.config.env == ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    assert image.config.env == (
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
     assert (image.os, image.architecture) == ("linux", "amd64")
     disk = images.base_disk(image)
     assert debugfs(disk, "cat /etc/passwd").startswith("root:x:0:0:")
     assert "/bin/busybox" in debugfs(disk, "stat /bin/sh")
     assert "01777" in debugfs(disk, "stat /tmp")
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo is not installed")
+def test_loads_what_skopeo_writes(images: ImageStore, tmp_path: Path) -> None:
+    spec = simple()
+    layout = write_tar(oci_layout_files([(spec, "app:1")]), tmp_path / "layout.tar")
+    archive = tmp_path / "docker.tar"
+    subprocess.run(["skopeo", "copy", "-q", f"oci-archive:{layout}",
+                    f"docker-archive:{archive}:skopeo/app:2"], check=True)
+    (loaded,) = images.load(archive)
+    assert [t.familiar for t in loaded.tags] == ["skopeo/app:2"]
+    assert loaded.image.id == spec.id
+    assert debugfs(images.base_disk(loaded.image), "cat /etc/x") == "hello from the top layer\n"
