@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import log
+from . import log, state
 from . import reference as references
 from .errors import HyperrunError, UsageError
 from .image import Image
@@ -102,7 +102,9 @@ def rmi(args: argparse.Namespace, store: Store) -> int:
     failure: HyperrunError | None = None
     for ref in args.refs:
         try:
-            for action, what in image_store.remove(ref, force=args.force):
+            for action, what in image_store.remove(
+                    ref, force=args.force,
+                    users=lambda image_id: state.users_of_image(store, image_id)):
                 print(f"{action}: {what}")
         except HyperrunError as exc:
             # Like docker, carry on with the other images; report all but the last failure

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -15,8 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import libvirt
+
 from . import accel as accel_mod
-from . import hypervisor
+from . import hypervisor, state
 from .disk import create_overlay
 from .domain_xml import domain_xml
 from .errors import BootAssetsMissing, BootFailed, UsageError
@@ -25,7 +25,7 @@ from .image import ImageConfig
 from .images import ImageStore
 from .log import log
 from .spec import ProcessSpec, RunSpec, VmSpec
-from .store import Store, atomic_write
+from .store import Store
 from .subproc import spawn_detached
 from .terminal import raw_mode, window_size
 
@@ -91,53 +91,6 @@ def process_spec(config: ImageConfig, run: RunSpec, hostname: str) -> ProcessSpe
     )
 
 
-@dataclass(frozen=True)
-class Container:
-    id: str
-    name: str
-    dir: Path
-    ctl_socket: Path
-    io_socket: Path
-
-    @property
-    def domain(self) -> str:
-        return f"hyperrun-{self.name}"
-
-    @property
-    def overlay(self) -> Path:
-        return self.dir / "overlay.qcow2"
-
-    @property
-    def console_log(self) -> Path:
-        return self.dir / "console.log"
-
-
-def _names_in_use(store: Store) -> set[str]:
-    names = set()
-    for state in store.containers.glob("*/state.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            names.add(json.loads(state.read_text())["name"])
-    return names
-
-
-def create_container(store: Store, run: RunSpec, image_ref: str) -> Container:
-    """Reserve an id and a name and make the container's directory."""
-    cid = secrets.token_hex(32)
-    name = run.name or cid[:12]
-    with store.lock("containers"):
-        if run.name and name in _names_in_use(store):
-            raise UsageError(f"container name {name!r} is already in use",
-                             hint="choose another --name or remove the old container")
-        cdir = store.containers / cid
-        cdir.mkdir(mode=0o711)
-        state = {"id": cid, "name": name, "image": image_ref, "created": time.time(),
-                 "command": list(run.command)}
-        atomic_write(cdir / "state.json", json.dumps(state).encode())
-    short = cid[:12]
-    return Container(cid, name, cdir, store.sockets / f"{short}.ctl",
-                     store.sockets / f"{short}.io")
-
-
 def _console_tail(path: Path) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -159,11 +112,12 @@ def run(run: RunSpec, store: Store, uri: str) -> int:
     conn = hypervisor.connect(uri)
     try:
         base = images.base_disk(image)
-        container = create_container(store, run, run.image)
+        container = state.create(store, run.name, run.image, image.id, run.command)
+        files = state.paths(store, container.id)
         hostname = run.hostname or container.id[:12]
         process = process_spec(image.config, run, hostname)
-        with _cleanup(uri, container, remove=run.remove):
-            create_overlay(base, container.overlay)
+        with _cleanup(uri, container.domain, files, remove=run.remove):
+            create_overlay(base, files.overlay)
             vm = VmSpec(
                 name=container.domain,
                 uuid=str(uuid.uuid4()),
@@ -173,19 +127,22 @@ def run(run: RunSpec, store: Store, uri: str) -> int:
                 kernel=assets.kernel,
                 initrd=assets.initrd,
                 cmdline=CMDLINE,
-                overlay=container.overlay,
+                overlay=files.overlay,
                 base=base,
-                ctl_socket=container.ctl_socket,
-                io_socket=container.io_socket,
-                console_log=container.console_log,
+                ctl_socket=files.ctl_socket,
+                io_socket=files.io_socket,
+                console_log=files.console_log,
                 loader=QBOOT if QBOOT.is_file() else None,
             )
-            return _boot_and_run(conn, vm, container, process, hostname)
+            status = _boot_and_run(conn, vm, process, hostname)
+            if not run.remove:
+                state.record_exit(store, container, status)
+            return status
     finally:
         conn.close()
 
 
-def _boot_and_run(conn, vm: VmSpec, container: Container, process: ProcessSpec,
+def _boot_and_run(conn: libvirt.virConnect, vm: VmSpec, process: ProcessSpec,
                   hostname: str) -> int:
     xml = domain_xml(vm)
     log.debug("domain XML:\n%s", xml)
@@ -220,16 +177,16 @@ def _boot_and_run(conn, vm: VmSpec, container: Container, process: ProcessSpec,
 
 
 @contextlib.contextmanager
-def _cleanup(uri: str, container: Container, remove: bool) -> Iterator[None]:
+def _cleanup(uri: str, domain: str, files: state.Paths, remove: bool) -> Iterator[None]:
     """Remove sockets (and with --rm the container) once its domain has gone.
 
     On success that wait happens in a detached process, so the user gets the exit
     status without waiting for libvirt's teardown; on failure the domain has already
     been destroyed and we clean up here.
     """
-    leftovers = [container.ctl_socket, container.io_socket]
+    leftovers = [files.ctl_socket, files.io_socket]
     if remove:
-        leftovers.append(container.dir)
+        leftovers.append(files.dir)
     try:
         yield
     except BaseException:
@@ -239,7 +196,7 @@ def _cleanup(uri: str, container: Container, remove: bool) -> Iterator[None]:
             else:
                 path.unlink(missing_ok=True)
         raise
-    spawn_detached([sys.executable, "-m", "hyperrun.reaper", uri, container.domain,
+    spawn_detached([sys.executable, "-m", "hyperrun.reaper", uri, domain,
                     *map(str, leftovers)])
 
 

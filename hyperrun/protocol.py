@@ -70,7 +70,7 @@ class Message:
                 return v
         return default
 
-    def int(self, key: str, default: int = 0) -> int:
+    def number(self, key: str, default: int = 0) -> int:
         value = self.get(key)
         return default if value is None else int(value)
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import ImageSpec, file, oci_layout_files, tar_bytes, write_tar
 
 from hyperrun.images import ImageStore
 from hyperrun.store import Store
@@ -28,18 +38,6 @@ def images(store: Store) -> ImageStore:
 # ---- end of image store fixtures -----------------------------------------------------------
 
 # ---- VM fixtures: one store, kernel, initrd and set of images per test session --------------
-
-import gzip  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tarfile  # noqa: E402
-import tempfile  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-from helpers import ImageSpec, file, oci_layout_files, tar_bytes, write_tar  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -152,15 +152,20 @@ def test_writes_do_not_leak_between_containers(vm) -> None:
     assert second.returncode == 1 and second.stdout == b""
     assert [p.stat().st_mtime_ns for p in base_disks] == before
     # The first container keeps its own writable layer until it is removed.
-    kept = [p for p in (vm.root / "containers").iterdir()
-            if (p / "state.json").read_text().find('"writer"') >= 0]
-    assert len(kept) == 1 and (kept[0] / "overlay.qcow2").is_file()
+    listed = _out(vm.hyperrun("ps", "-a"))
+    assert re.search(r"busybox .* Exited \(0\) +writer\n", listed), listed
+    in_use = vm.hyperrun("rmi", "busybox")
+    assert in_use.returncode == 125 and b"being used by container" in in_use.stderr
+    assert _out(vm.hyperrun("rm", "writer")) == "writer\n"
+    assert "writer" not in _out(vm.hyperrun("ps", "-a"))
+    assert vm.hyperrun("rm", "writer").returncode == 125
 
 
 def test_duplicate_name_is_refused(vm) -> None:
     vm.hyperrun("run", "--accel", "tcg", "--name", "twice", "busybox", "true")
     proc = vm.hyperrun("run", "--accel", "tcg", "--name", "twice", "busybox", "true")
     assert proc.returncode == 125 and b"already in use" in proc.stderr
+    vm.hyperrun("rm", "twice")
 
 
 def _rm_leaves_nothing(vm, *args: str) -> subprocess.CompletedProcess[bytes]:
