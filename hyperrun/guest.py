@@ -136,7 +136,7 @@ class GuestSession:
             raise ContainerError(f"invalid process spec: {exc}") from exc
         reply = self.wait_for({Msg.STARTED, Msg.ERROR}, 60.0, alive)
         if reply.type is Msg.ERROR:
-            status = reply.int("status", EXIT_HYPERRUN)
+            status = reply.number("status", EXIT_HYPERRUN)
             raise ContainerError(reply.get("message") or "the process did not start", status)
 
     # -- streams -----------------------------------------------------------------------
@@ -227,8 +227,8 @@ class _Pump:
             self._on_signals(wake.recv(256))
 
     def _on_ctl(self, m: Message) -> None:
-        if m.type is Msg.EXIT and m.int("id") == self.pid:
-            self.status = m.int("status")
+        if m.type is Msg.EXIT and m.number("id") == self.pid:
+            self.status = m.number("status")
 
     def _read_io(self) -> None:
         try:
