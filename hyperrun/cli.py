@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, cli_containers, cli_images, cli_run, log
+from . import __version__, cli_containers, cli_images, cli_registry, cli_run, log
 from .errors import EXIT_HYPERRUN, EXIT_USAGE, HyperrunError
 from .store import Store
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log every step; show tracebacks")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
-    for module in (cli_run, cli_containers, cli_images):
+    for module in (cli_run, cli_containers, cli_images, cli_registry):
         module.register(verbs)
     return parser
 

@@ -95,4 +95,4 @@ def _remove_one(conn: libvirt.virConnect, store: Store, ref: str, force: bool) -
                              hint="stop it first, or use `hyperrun rm -f`")
         hypervisor.destroy(conn.lookupByName(c.domain))
         hypervisor.wait_gone(conn, c.domain, timeout=30.0)
-    state.remove(store, c)
+    state.remove_files(store, c)

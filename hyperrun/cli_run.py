@@ -6,9 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
-from . import container, hypervisor
+from . import config, container, hypervisor
 from .errors import UsageError
-from .spec import Accel, RunSpec
+from .spec import Accel, PullPolicy, RunSpec
 from .store import Store
 
 
@@ -28,8 +28,14 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("-u", "--user", help="user[:group] or uid[:gid]")
     p.add_argument("--entrypoint", help="override the image's entrypoint")
     p.add_argument("--hostname", help="the container's host name")
-    p.add_argument("--cpus", default="1", help="virtual CPUs (default 1)")
-    p.add_argument("--memory", "-m", default="512m", help="guest RAM, the memory limit (512m)")
+    p.add_argument("--cpus", help="virtual CPUs (default: run.cpus in config.yaml, else 1)")
+    p.add_argument("--memory", "-m",
+                   help="guest RAM, the memory limit (default: run.memory in config.yaml, "
+                        "else 512m)")
+    p.add_argument("--pull", choices=[policy.value for policy in PullPolicy],
+                   default=PullPolicy.MISSING.value,
+                   help="pull the image: missing (default), always or never")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress the pull output")
     p.add_argument("--accel", choices=[a.value for a in Accel], default=Accel.AUTO.value,
                    help="kvm, tcg (software emulation) or auto (default)")
     p.add_argument("--kernel", type=Path, help="boot this guest kernel instead")
@@ -72,6 +78,7 @@ def _entrypoint(value: str | None) -> tuple[str, ...] | None:
 
 
 def to_spec(args: argparse.Namespace) -> RunSpec:
+    defaults = config.load()  # config.yaml supplies --cpus and --memory; flags win
     return RunSpec(
         image=args.image,
         command=tuple(args.command),
@@ -84,10 +91,12 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         tty=args.tty,
         interactive=args.interactive,
         remove=args.remove,
-        cpus=container.parse_cpus(args.cpus),
-        memory_mib=container.parse_memory(args.memory),
+        cpus=container.parse_cpus(args.cpus or defaults.cpus or "1"),
+        memory_mib=container.parse_memory(args.memory or defaults.memory or "512m"),
         accel=Accel(args.accel),
         kernel=args.kernel,
+        pull=PullPolicy(args.pull),
+        quiet=args.quiet,
     )
 
 

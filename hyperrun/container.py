@@ -16,7 +16,7 @@ from pathlib import Path
 import libvirt
 
 from . import accel as accel_mod
-from . import hypervisor, state
+from . import hypervisor, pull, state
 from .disk import create_overlay
 from .domain_xml import domain_xml
 from .errors import BootAssetsMissing, BootFailed, UsageError
@@ -106,13 +106,14 @@ def _boot_timeout() -> float:
 def run(run: RunSpec, store: Store, uri: str) -> int:
     """Run the container to completion and return its exit status."""
     images = ImageStore(store)
-    image = images.get(run.image)
+    image = pull.ensure_image(store, run.image, run.pull, quiet=run.quiet)
     assets = boot_assets(store, run.kernel)
     accel = accel_mod.resolve(run.accel)
     conn = hypervisor.connect(uri)
     try:
         base = images.base_disk(image)
-        container = state.create(store, run.name, run.image, image.id, run.command)
+        container = state.create(store, run.name, run.image, image.id, run.command,
+                                 remove=run.remove)
         files = state.paths(store, container.id)
         hostname = run.hostname or container.id[:12]
         process = process_spec(image.config, run, hostname)

@@ -85,3 +85,24 @@ class ContainerError(HyperrunError):
     def __init__(self, message: str, status: int = EXIT_HYPERRUN) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RegistryError(HyperrunError):
+    """A registry refused or failed a request; status_code is the HTTP status, if any."""
+
+    def __init__(self, message: str, hint: str | None = None,
+                 status_code: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status_code = status_code
+
+
+class RegistryUnreachable(RegistryError):
+    """No connection to the registry (refused, no route, name unknown, timed out)."""
+
+
+class Unauthorized(RegistryError):
+    """The registry wants credentials we do not have, or refused the ones we gave."""
+
+
+class ManifestNotFound(RegistryError):
+    """The registry has no such repository, tag or digest."""

@@ -23,7 +23,7 @@ import re
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -164,6 +164,33 @@ class ImageStore:
             staged.add_image(manifest_digest, (ref,) if ref else ())
             (loaded,) = self._commit(staged)
             return loaded
+
+    def add_pulled(self, manifest: bytes, config: bytes, tags: Sequence[Reference],
+                   layer_sizes: Mapping[str, int]) -> Image:
+        """Commit a pulled image whose layers are already verified into store.blobs.
+
+        layer_sizes maps each layer digest to its uncompressed size. The manifest and
+        config go through the same checks and the same commit as a load.
+        """
+        label = "pulled image"
+        manifest_digest = _sha256(manifest)
+        doc = _json(manifest, f"{label}: manifest")
+        config_desc = _check_descriptor(doc.get("config") if isinstance(doc, dict) else None,
+                                        label)
+        if _sha256(config) != config_desc["digest"]:
+            raise _mismatch(label, "config", config_desc["digest"], _sha256(config))
+        diff_ids = _parse_config(config, f"{label}: config")["rootfs"]["diff_ids"]
+        layers = [_check_descriptor(d, label)["digest"] for d in doc.get("layers") or []]
+        if len(diff_ids) != len(layers):
+            raise InvalidImage(f"{label}: config lists {len(diff_ids)} layers, "
+                               f"manifest {len(layers)}")
+        with self._staging() as staged:
+            staged.blobs[manifest_digest] = _stage_bytes(manifest, staged.directory)
+            staged.blobs[config_desc["digest"]] = _stage_bytes(config, staged.directory)
+            staged.uncompressed.update({d: layer_sizes[d] for d in layers})
+            staged.add_image(manifest_digest, tuple(tags))
+            (loaded,) = self._commit(staged)
+        return loaded.image
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -458,6 +485,9 @@ class ImageStore:
             for digest in sorted(set().union(*(i.blobs for i in new.values()))):
                 dest = self.store.blob(digest)
                 if not dest.exists():
+                    if digest not in staged.blobs:  # a pulled layer an `rmi` just deleted
+                        raise InvalidImage(f"blob {digest} vanished from the store",
+                                           hint="pull the image again")
                     os.chmod(staged.blobs[digest], 0o644)
                     os.replace(staged.blobs[digest], dest)
             for image in new.values():
@@ -692,6 +722,12 @@ def _stage_blob(src: IO[bytes], directory: Path, label: str, name: str) -> tuple
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise InvalidImage(f"{label}: cannot read {name}: {exc}") from None
     return Path(tmp), "sha256:" + sha.hexdigest(), size
+
+
+def layer_diff_id(path: Path, label: str) -> tuple[str, int]:
+    """(diff_id, uncompressed size) of a plain or gzip layer blob; zstd is refused."""
+    _, diff_id, size = _diff_id(path, label, path.name)
+    return diff_id, size
 
 
 def _diff_id(path: Path, label: str, name: str) -> tuple[str, str, int]:

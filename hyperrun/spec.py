@@ -13,6 +13,14 @@ class Accel(enum.StrEnum):
     TCG = "tcg"
 
 
+class PullPolicy(enum.StrEnum):
+    """When `run` pulls its image: if it is not in the store, every time, or never."""
+
+    MISSING = "missing"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
 @dataclass(frozen=True)
 class ProcessSpec:
     """One process inside the guest, as the agent's EXEC message carries it."""
@@ -44,6 +52,8 @@ class RunSpec:
     memory_mib: int = 512
     accel: Accel = Accel.AUTO
     kernel: Path | None = None
+    pull: PullPolicy = PullPolicy.MISSING
+    quiet: bool = False  # no pull progress
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import time
@@ -29,6 +30,8 @@ class Container:
     command: tuple[str, ...]
     created: float
     exit_status: int | None = None
+    remove: bool = False  # --rm: nothing of it may outlive the run
+    owner_pid: int = 0  # the `hyperrun run` process that created it
 
     @property
     def domain(self) -> str:
@@ -73,16 +76,33 @@ def all_containers(store: Store) -> Iterator[Container]:
             yield Container(**{**data, "command": tuple(data["command"])})
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def create(store: Store, name: str | None, image: str, image_id: str,
-           command: tuple[str, ...]) -> Container:
+           command: tuple[str, ...], remove: bool) -> Container:
     """Reserve an id and a unique name and make the container's directory."""
     cid = secrets.token_hex(32)
     with store.lock("containers"):
+        # A --rm container whose `hyperrun run` was killed outright (SIGKILL, OOM) could
+        # not clean up; libvirt has already destroyed its VM (AUTODESTROY), so the files
+        # are all that is left. The next run removes them.
+        for old in all_containers(store):
+            if old.remove and old.owner_pid and not _alive(old.owner_pid):
+                remove_files(store, old)
         if name and any(c.name == name for c in all_containers(store)):
             raise UsageError(f"container name {name!r} is already in use",
                              hint="choose another --name or `hyperrun rm` the old container")
         paths(store, cid).dir.mkdir(mode=0o711, parents=True)
-        c = Container(cid, name or cid[:12], image, image_id, command, time.time())
+        c = Container(cid, name or cid[:12], image, image_id, command, time.time(),
+                      remove=remove, owner_pid=os.getpid())
         _save(store, c)
     return c
 
@@ -106,7 +126,7 @@ def find(store: Store, ref: str) -> Container:
     raise ContainerNotFound(ref)
 
 
-def remove(store: Store, c: Container) -> None:
+def remove_files(store: Store, c: Container) -> None:
     p = paths(store, c.id)
     for sock in (p.ctl_socket, p.io_socket):
         sock.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ImageSpec, file, oci_layout_files, tar_bytes, write_tar
+from registry_fixtures import *  # noqa: F401,F403
 
 from hyperrun.images import ImageStore
 from hyperrun.store import Store

@@ -33,7 +33,9 @@ def root(vm) -> Path:
 
 
 def test_image_not_found(root: Path) -> None:
-    _one_line_error(_hyperrun(root, "run", "--rm", "no-such-image"), 125, "no-such-image")
+    # --pull never: the default (missing) would ask Docker Hub; tests stay on loopback.
+    _one_line_error(_hyperrun(root, "run", "--rm", "--pull", "never", "no-such-image"), 125,
+                    "no-such-image")
 
 
 @pytest.mark.parametrize("memory", ["lots", "12q", "1m"])

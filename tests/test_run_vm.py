@@ -171,7 +171,8 @@ def test_duplicate_name_is_refused(vm) -> None:
 def _rm_leaves_nothing(vm, *args: str) -> subprocess.CompletedProcess[bytes]:
     before = set((vm.root / "containers").iterdir())
     proc = vm.run("--accel", "tcg", *args)
-    assert _wait_until(lambda: set((vm.root / "containers").iterdir()) == before)
+    assert _wait_until(lambda: set((vm.root / "containers").iterdir()) == before), \
+        [p.joinpath("state.json").read_text() for p in (vm.root / "containers").iterdir()]
     assert _wait_until(lambda: not list((vm.root / "sock").iterdir()))
     assert _wait_until(lambda: not _domains())
     return proc
@@ -250,3 +251,22 @@ def test_sigterm_is_forwarded(vm) -> None:
     assert proc.stdout.readline() == b"started\n"
     proc.terminate()
     assert proc.wait(timeout=60) == 143
+
+
+def test_rm_after_hyperrun_is_killed(vm) -> None:
+    """SIGKILL leaves hyperrun no chance to clean up: libvirt ends the VM, the next run
+    removes the files."""
+    containers = vm.root / "containers"
+    before = set(containers.iterdir())
+    proc = subprocess.Popen([sys.executable, "-m", "hyperrun", "run", "--rm", "--accel", "tcg",
+                             "busybox", "sh", "-c", "echo started; sleep 60"],
+                            env=vm.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout.readline() == b"started\n"
+    orphans = set(containers.iterdir()) - before
+    assert len(orphans) == 1
+    proc.kill()
+    proc.wait()
+    assert _wait_until(lambda: not _domains())
+    assert orphans <= set(containers.iterdir())  # nobody was left to remove it ...
+    assert vm.run("--accel", "tcg", "busybox", "true").returncode == 0
+    assert not orphans & set(containers.iterdir())  # ... until the next run

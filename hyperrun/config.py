@@ -1,0 +1,141 @@
+"""hyperrun's own configuration: ~/.config/hyperrun/config.yaml (or $HYPERRUN_CONFIG).
+
+    run:                      # defaults for `hyperrun run`; its flags override them
+      cpus: 2
+      memory: 1g
+    registries:
+      docker.io:
+        mirrors: [https://mirror.example.com]   # tried in order for pulls, then docker.io
+      registry.example.com:5000:
+        insecure: true        # may fall back to plain HTTP (loopback always may)
+        ca: /etc/hyperrun/example-ca.pem        # trust this CA for its TLS certificate
+
+A missing file is an empty configuration; a malformed one is an error, never ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+_HINT = "see the configuration section of the README"
+
+
+def config_dir() -> Path:
+    """~/.config/hyperrun, honouring $XDG_CONFIG_HOME."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "hyperrun"
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("HYPERRUN_CONFIG") or config_dir() / "config.yaml")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """How to reach one registry host (`host[:port]`)."""
+
+    mirrors: tuple[str, ...] = ()
+    insecure: bool = False
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    cpus: str | None = None
+    memory: str | None = None
+    registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
+
+    def registry(self, host: str) -> RegistryConfig:
+        """The settings for host; loopback hosts are insecure-allowed, as docker has them."""
+        conf = self.registries.get(host, RegistryConfig())
+        if not conf.insecure and is_loopback(host):
+            conf = RegistryConfig(conf.mirrors, True, conf.ca)
+        return conf
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8 and ::1 (with or without a port), and localhost."""
+    name = host
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def load(path: Path | None = None) -> Config:
+    """Read the configuration file; defaults if there is none."""
+    path = path or config_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", hint=_HINT) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}", hint=_HINT) from None
+    return parse(doc, str(path))
+
+
+def parse(doc: Any, where: str = "config") -> Config:
+    """Build a Config from the parsed YAML document, rejecting unknown keys and bad types."""
+    if doc is None:
+        return Config()
+    top = _mapping(doc, where, {"run", "registries"})
+    run = _mapping(top.get("run") or {}, f"{where}: run", {"cpus", "memory"})
+    registries = {}
+    for host, value in _mapping(top.get("registries") or {}, f"{where}: registries").items():
+        label = f"{where}: registries.{host}"
+        entry = _mapping(value or {}, label, {"mirrors", "insecure", "ca"})
+        mirrors = entry.get("mirrors") or []
+        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+            raise UsageError(f"{label}.mirrors must be a list of URLs", hint=_HINT)
+        insecure = entry.get("insecure", False)
+        if not isinstance(insecure, bool):
+            raise UsageError(f"{label}.insecure must be true or false", hint=_HINT)
+        ca = entry.get("ca")
+        if ca is not None and not isinstance(ca, str):
+            raise UsageError(f"{label}.ca must be a file name", hint=_HINT)
+        registries[str(host)] = RegistryConfig(
+            tuple(m.rstrip("/") for m in mirrors), insecure,
+            Path(ca).expanduser() if ca else None)
+    return Config(
+        cpus=_scalar(run.get("cpus"), f"{where}: run.cpus"),
+        memory=_scalar(run.get("memory"), f"{where}: run.memory"),
+        registries=registries,
+    )
+
+
+def _mapping(value: Any, label: str, keys: set[str] | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UsageError(f"{label} must be a mapping", hint=_HINT)
+    if keys is not None:
+        unknown = sorted(str(k) for k in value if k not in keys)
+        if unknown:
+            raise UsageError(f"{label}: unknown setting {unknown[0]!r}",
+                             hint=f"known: {', '.join(sorted(keys))}")
+    return value
+
+
+def _scalar(value: Any, label: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise UsageError(f"{label} must be a number or a size", hint=_HINT)
+    return str(value)

@@ -1,0 +1,385 @@
+"""Transport to one registry (OCI distribution API v2): endpoint, auth, retries, redirects.
+
+Everything HTTP is translated into hyperrun's errors here. The Bearer token dance follows
+the distribution token spec: a 401 names a realm, service and scope; we fetch a token from
+the realm (with Basic credentials if we have them) and repeat the request. Redirects are
+followed by hand so that an Authorization header never reaches another host (blob storage).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .config import Config, is_loopback
+from .credentials import Credentials
+from .errors import ManifestNotFound, RegistryError, RegistryUnreachable, Unauthorized
+
+log = logging.getLogger("hyperrun")
+
+USER_AGENT = "hyperrun/0.1 (OCI distribution client)"
+TIMEOUT = (10.0, 60.0)  # connect, read (between bytes)
+MAX_REDIRECTS = 8
+MAX_ERROR_BODY = 64 << 10
+MAX_TOKEN_BODY = 1 << 20
+_CHUNK = 1 << 16
+_RETRY_STATUSES = (429, 500, 502, 503, 504)
+_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """Set as the session's auth so requests never adds ~/.netrc credentials on its own."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        return r
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A parsed WWW-Authenticate header."""
+
+    scheme: str  # "bearer" or "basic"
+    params: dict[str, str]
+
+    @classmethod
+    def parse(cls, header: str) -> Challenge | None:
+        scheme, _, rest = header.strip().partition(" ")
+        if not scheme:
+            return None
+        params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+        return cls(scheme.lower(), params)
+
+
+def retry_policy(total: int = 5, backoff: float = 0.5) -> Retry:
+    """Retries with exponential backoff on refused connections and on 429 and 5xx answers."""
+    return Retry(total=total, connect=2, read=2, other=0, status=total, backoff_factor=backoff,
+                 status_forcelist=_RETRY_STATUSES, allowed_methods=frozenset({"GET", "HEAD"}),
+                 respect_retry_after_header=True, raise_on_status=False, redirect=0)
+
+
+class Registry:
+    """A session with one registry host; use as a context manager."""
+
+    def __init__(self, host: str, config: Config, credentials: Credentials | None = None,
+                 *, endpoint: str | None = None) -> None:
+        """host is `name[:port]`; endpoint (a mirror's URL) replaces https://host if given."""
+        self.host = host
+        self.settings = config.registry(urlsplit(endpoint).netloc if endpoint else host)
+        self.credentials = credentials
+        self._fixed_endpoint = endpoint.rstrip("/") if endpoint else None
+        self._base: str | None = None
+        self._tokens: dict[str, str] = {}
+        self._basic = False
+        self.session = requests.Session()
+        self.session.auth = _NoAuth()
+        self.session.headers["User-Agent"] = USER_AGENT
+        adapter = HTTPAdapter(max_retries=retry_policy(), pool_maxsize=8)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # ---- the API -------------------------------------------------------------------------
+
+    def login(self) -> None:
+        """Check that the credentials are accepted (GET /v2/ with auth); raise Unauthorized."""
+        resp = self._request("GET", "/v2/", scope=None)
+        resp.close()
+        if resp.status_code != 200:
+            raise self._error(resp, "login")
+
+    def manifest(self, repo: str, reference: str, accept: str, cap: int) -> tuple[bytes, str]:
+        """(body, Content-Type) of a manifest by tag or digest; bodies over cap are refused."""
+        what = f"{self.host}/{repo}" + (f"@{reference}" if ":" in reference else f":{reference}")
+        resp = self._request("GET", f"/v2/{repo}/manifests/{reference}", scope=_pull(repo),
+                             headers={"Accept": accept})
+        with resp:
+            if resp.status_code != 200:
+                raise self._error(resp, f"manifest for {what}")
+            body = _read_capped(resp, cap, f"manifest for {what}")
+            content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        return body, content_type
+
+    def blob(self, repo: str, digest: str) -> requests.Response:
+        """A streaming response for a blob (the caller closes it and verifies the bytes)."""
+        resp = self._request("GET", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo))
+        if resp.status_code != 200:
+            with resp:
+                raise self._error(resp, f"blob {digest[:19]} of {self.host}/{repo}")
+        return resp
+
+    # ---- endpoint and auth ---------------------------------------------------------------
+
+    @property
+    def base(self) -> str:
+        """https://host, or http://host for an insecure registry that has no TLS."""
+        if self._base is None:
+            self._base = self._fixed_endpoint or self._discover()
+        return self._base
+
+    def _discover(self) -> str:
+        https = f"https://{self.host}"
+        try:
+            self._send("GET", https + "/v2/", {}).close()
+            return https
+        except requests.exceptions.SSLError as exc:
+            # A server that speaks TLS with a certificate we do not trust is not a plain
+            # HTTP server: falling back would only hide the real problem.
+            if not self.settings.insecure or _caused_by(exc, ssl.SSLCertVerificationError):
+                raise self._tls_error(exc) from None
+            log.debug("%s: no TLS (%s); using plain HTTP", self.host, _reason(exc))
+        except requests.exceptions.ConnectionError as exc:
+            if not self.settings.insecure:
+                raise self._unreachable(exc) from None
+            log.debug("%s: HTTPS failed (%s); trying plain HTTP", self.host, _reason(exc))
+        return f"http://{self.host}"
+
+    def _request(self, method: str, path: str, scope: str | None, *,
+                 headers: dict[str, str] | None = None) -> requests.Response:
+        url = self.base + path
+        hdrs = dict(headers or {})
+        auth = self._auth_header(scope)
+        if auth:
+            hdrs["Authorization"] = auth
+        resp = self._send(method, url, hdrs)
+        if resp.status_code != 401:
+            return resp
+        challenge = Challenge.parse(resp.headers.get("WWW-Authenticate", ""))
+        resp.close()
+        if challenge is None:
+            raise Unauthorized(f"unauthorized: {self.host} refused the request without a "
+                               "WWW-Authenticate challenge", status_code=401)
+        if challenge.scheme == "bearer":
+            self._tokens[scope or ""] = self._fetch_token(challenge, scope)
+        elif challenge.scheme == "basic":
+            if self.credentials is None or self._basic:
+                raise self._unauthorized()
+            self._basic = True
+        else:
+            raise Unauthorized(f"unauthorized: {self.host} asks for unsupported "
+                               f"{challenge.scheme!r} authentication", status_code=401)
+        hdrs["Authorization"] = self._auth_header(scope) or ""
+        resp = self._send(method, url, hdrs)
+        if resp.status_code == 401:
+            resp.close()
+            raise self._unauthorized()
+        return resp
+
+    def _auth_header(self, scope: str | None) -> str | None:
+        token = self._tokens.get(scope or "")
+        if token:
+            return f"Bearer {token}"
+        if self._basic and self.credentials is not None:
+            return _basic(self.credentials)
+        return None
+
+    def _fetch_token(self, challenge: Challenge, scope: str | None) -> str:
+        realm = challenge.params.get("realm")
+        if not realm or urlsplit(realm).scheme not in ("http", "https"):
+            raise Unauthorized(f"unauthorized: {self.host} gave no usable token realm",
+                               status_code=401)
+        params = {"service": challenge.params.get("service", "")}
+        if scope or challenge.params.get("scope"):
+            params["scope"] = scope or challenge.params["scope"]
+        headers = {"Authorization": _basic(self.credentials)} if self.credentials else {}
+        url = requests.Request("GET", realm, params=params).prepare().url or realm
+        log.debug("token from %s", url)
+        resp = self._send("GET", url, headers)
+        with resp:
+            if resp.status_code in (401, 403):
+                raise self._unauthorized()
+            if resp.status_code != 200:
+                raise self._error(resp, f"token for {self.host}")
+            body = _read_capped(resp, MAX_TOKEN_BODY, f"token for {self.host}")
+        try:
+            doc = json.loads(body) if body else {}
+        except ValueError:
+            doc = {}
+        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"the token server of {self.host} sent no token")
+        return token
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, headers: dict[str, str]) -> requests.Response:
+        """One request, following redirects ourselves; Authorization stays with its host.
+
+        Bodies are always streamed, so that every read can be capped.
+        """
+        origin = _origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            here = _origin(url)
+            verify: bool | str = True
+            if here == origin and self.settings.ca is not None:
+                verify = str(self.settings.ca)
+            try:
+                resp = self.session.request(method, url, headers=headers, stream=True,
+                                            allow_redirects=False, timeout=TIMEOUT, verify=verify)
+            except requests.exceptions.SSLError:
+                raise
+            except requests.exceptions.ConnectionError as exc:
+                raise self._unreachable(exc, url) from None
+            except requests.exceptions.Timeout as exc:
+                raise self._unreachable(exc, url) from None
+            except requests.exceptions.RequestException as exc:
+                raise RegistryError(f"request to {urlsplit(url).netloc} failed: {exc}") from None
+            if not (resp.is_redirect and resp.headers.get("Location")):
+                return resp
+            target = urljoin(url, resp.headers["Location"])
+            resp.close()
+            split = urlsplit(target)
+            if split.scheme not in ("http", "https"):
+                raise RegistryError(f"{self.host} redirected to an unsupported URL {target[:80]}")
+            if split.scheme == "http" and urlsplit(url).scheme == "https" \
+                    and not is_loopback(split.netloc):
+                raise RegistryError(f"{self.host} redirected from HTTPS to plain HTTP; refused")
+            if _origin(target) != here:
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            log.debug("redirected to %s://%s%s", split.scheme, split.netloc, split.path)
+            url = target
+        raise RegistryError(f"{self.host}: too many redirects")
+
+    # ---- errors ----------------------------------------------------------------------------
+
+    def _unreachable(self, exc: Exception, url: str | None = None) -> RegistryUnreachable:
+        where = urlsplit(url).netloc if url else self.host
+        if isinstance(exc, requests.exceptions.SSLError):
+            return self._tls_error(exc)
+        return RegistryUnreachable(
+            f"cannot reach registry {where}: {_reason(exc)}",
+            hint="check the registry address and that it is up (and the network, proxy, DNS)")
+
+    def _tls_error(self, exc: Exception) -> RegistryUnreachable:
+        return RegistryUnreachable(
+            f"TLS with registry {self.host} failed: {_reason(exc)}",
+            hint=f"if it uses its own CA, set registries.{self.host}.ca in config.yaml")
+
+    def _unauthorized(self) -> Unauthorized:
+        if self.credentials is not None:
+            return Unauthorized(
+                f"unauthorized: {self.host} rejected the credentials of "
+                f"{self.credentials.username!r} (incorrect username or password)",
+                hint=f"run `hyperrun login {self.host}` with the right ones", status_code=401)
+        return Unauthorized(f"unauthorized: {self.host} requires authentication",
+                            hint=f"run `hyperrun login {self.host}` first", status_code=401)
+
+    def _error(self, resp: requests.Response, what: str) -> RegistryError:
+        detail = _error_detail(resp)
+        if resp.status_code == 404:
+            return ManifestNotFound(f"{what} not found: {detail or 'not found'}",
+                                    hint="check the name and tag (`hyperrun pull NAME:TAG`)",
+                                    status_code=404)
+        if resp.status_code in (401, 403):
+            return Unauthorized(f"{what}: access denied: {detail or resp.reason}",
+                                hint=f"the repository may not exist or may need "
+                                     f"`hyperrun login {self.host}`",
+                                status_code=resp.status_code)
+        return RegistryError(f"{what}: {self.host} answered {resp.status_code} "
+                             f"{detail or resp.reason}", status_code=resp.status_code)
+
+
+def _pull(repo: str) -> str:
+    return f"repository:{repo}:pull"
+
+
+def _basic(creds: Credentials) -> str:
+    pair = f"{creds.username}:{creds.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+def _origin(url: str) -> tuple[str, str]:
+    split = urlsplit(url)
+    return split.scheme, split.netloc.lower()
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException], depth: int = 0) -> bool:
+    """True if kind is anywhere in exc's causes (urllib3 nests them in args and .reason)."""
+    if isinstance(exc, kind):
+        return True
+    if depth > 6:
+        return False
+    inner = [exc.__cause__, exc.__context__, getattr(exc, "reason", None), *exc.args]
+    return any(isinstance(e, BaseException) and _caused_by(e, kind, depth + 1) for e in inner)
+
+
+def _reason(exc: BaseException) -> str:
+    """The root cause of a requests/urllib3 connection error, e.g. `Connection refused`."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror and not isinstance(
+                seen, requests.exceptions.RequestException):
+            return str(seen.strerror)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    match = _ERRNO_RE.search(text)
+    if match:
+        return match.group(1).strip()
+    if "timed out" in text.lower():
+        return "timed out"
+    ssl = re.search(r"SSL: ([A-Z_]+)\]?\s*([^(')]*)", text)
+    if ssl:
+        return (ssl.group(2).strip() or ssl.group(1)).lower()
+    return text[:200]
+
+
+def _read_capped(resp: requests.Response, cap: int, what: str) -> bytes:
+    length = resp.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > cap:
+        raise RegistryError(f"{what} is {int(length)} bytes; refusing more than {cap}")
+    data = bytearray()
+    try:
+        for chunk in resp.iter_content(_CHUNK):
+            data += chunk
+            if len(data) > cap:
+                raise RegistryError(f"{what} is larger than {cap} bytes; refused")
+    except requests.exceptions.RequestException as exc:
+        raise RegistryUnreachable(f"reading {what} failed: {_reason(exc)}") from None
+    return bytes(data)
+
+
+def _error_detail(resp: requests.Response) -> str:
+    """The `errors` of a distribution API error body, as `code: message` text."""
+    try:
+        raw = resp.raw.read(MAX_ERROR_BODY, decode_content=True) if resp.raw else b""
+    except Exception:  # noqa: BLE001 - the body is only decoration for the message
+        return ""
+    try:
+        doc: Any = json.loads(raw)
+    except ValueError:
+        return ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    parts = [f"{e.get('code', '').lower().replace('_', ' ')}: {e.get('message', '')}".strip(": ")
+             for e in errors if isinstance(e, dict)]
+    return "; ".join(p for p in parts if p)
+
+
+def iter_blob(resp: requests.Response) -> Iterator[bytes]:
+    """The body of a blob response in chunks; a broken connection is RegistryUnreachable."""
+    try:
+        yield from resp.iter_content(_CHUNK)
+    except requests.exceptions.RequestException as exc:
+        raise RegistryUnreachable(f"download interrupted: {_reason(exc)}",
+                                  hint="run the pull again; finished layers are kept") from None
