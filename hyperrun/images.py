@@ -730,30 +730,80 @@ def layer_diff_id(path: Path, label: str) -> tuple[str, int]:
     return diff_id, size
 
 
+class LayerDigest:
+    """The diff_id of a layer blob, computed from chunks as they stream in.
+
+    zlib and hashlib release the GIL on large buffers, so pulls hashing layers on
+    several threads use several cores, and no second pass over the file is needed.
+    """
+
+    def __init__(self, label: str, name: str) -> None:
+        self.label, self.name = label, name
+        self.media_type: str | None = None
+        self._sha = hashlib.sha256()
+        self._size = 0
+        self._head = b""
+        self._inflater: Any = None
+        self._inside = False  # a gzip member has started and not ended
+
+    def update(self, chunk: bytes) -> None:
+        if self.media_type is None:
+            self._head += chunk
+            if len(self._head) < len(_ZSTD_MAGIC):
+                return
+            chunk, self._head = self._head, b""
+            self._detect(chunk)
+        if self._inflater is None:
+            self._sha.update(chunk)
+            self._size += len(chunk)
+            return
+        try:
+            while chunk:
+                self._inside = True
+                data = self._inflater.decompress(chunk)
+                self._sha.update(data)
+                self._size += len(data)
+                chunk = b""
+                if self._inflater.eof:  # gzip allows several members back to back
+                    chunk = self._inflater.unused_data
+                    self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    self._inside = False
+        except zlib.error as exc:
+            raise self._invalid(str(exc)) from None
+
+    def _detect(self, head: bytes) -> None:
+        if head.startswith(_ZSTD_MAGIC):
+            raise InvalidImage(f"{self.label}: layer {self.name} is zstd-compressed",
+                               hint="hyperrun unpacks plain and gzip tar layers only")
+        if head.startswith(_GZIP_MAGIC):
+            self.media_type = MEDIA_OCI_LAYER_GZIP
+            self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        else:
+            self.media_type = MEDIA_OCI_LAYER
+
+    def finish(self) -> tuple[str, int]:
+        """(diff_id, uncompressed size) once every chunk has been given."""
+        if self.media_type is None:  # a blob shorter than the longest magic number
+            head, self._head = self._head, b""
+            self._detect(head)
+            self.update(head)
+        if self._inside:
+            raise self._invalid("compressed data ended before the end-of-stream marker")
+        return "sha256:" + self._sha.hexdigest(), self._size
+
+    def _invalid(self, why: str) -> InvalidImage:
+        return InvalidImage(f"{self.label}: layer {self.name} is not valid gzip: {why}")
+
+
 def _diff_id(path: Path, label: str, name: str) -> tuple[str, str, int]:
     """(media type, diff_id, uncompressed size) of a layer blob."""
+    digest = LayerDigest(label, name)
     with open(path, "rb") as fh:
-        magic = fh.read(6)
-        fh.seek(0)
-        if magic.startswith(_ZSTD_MAGIC):
-            raise InvalidImage(f"{label}: layer {name} is zstd-compressed",
-                               hint="hyperrun unpacks plain and gzip tar layers only")
-        if not magic.startswith(_GZIP_MAGIC):
-            sha = hashlib.sha256()
-            size = 0
-            while chunk := fh.read(_CHUNK):
-                sha.update(chunk)
-                size += len(chunk)
-            return MEDIA_OCI_LAYER, "sha256:" + sha.hexdigest(), size
-        sha, size = hashlib.sha256(), 0
-        try:
-            with gzip.GzipFile(fileobj=fh) as gz:
-                while chunk := gz.read(_CHUNK):
-                    sha.update(chunk)
-                    size += len(chunk)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InvalidImage(f"{label}: layer {name} is not valid gzip: {exc}") from None
-        return MEDIA_OCI_LAYER_GZIP, "sha256:" + sha.hexdigest(), size
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    diff_id, size = digest.finish()
+    assert digest.media_type is not None
+    return digest.media_type, diff_id, size
 
 
 def _decompress_to(src: IO[bytes], dest: Path, label: str) -> tuple[str, int]:

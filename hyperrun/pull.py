@@ -30,7 +30,7 @@ from . import reference as references
 from .config import Config
 from .errors import HyperrunError, ImageNotFound, InvalidImage, RegistryError, Unauthorized
 from .image import Image
-from .images import ImageStore, layer_diff_id
+from .images import ImageStore, LayerDigest, layer_diff_id
 from .log import log
 from .manifests import Descriptor, Index, Manifest, Platform
 from .progress import PullProgress
@@ -108,6 +108,9 @@ def pull(store: Store, text: str, *, progress: PullProgress, platform: Platform 
                 log.debug("mirror %s failed (%s); trying the next", endpoint, exc.message)
                 continue
         progress.finish()
+        # Like docker's extraction step: the image is ready to run once the pull returns,
+        # so the first `run` does not pay for unpacking.
+        ImageStore(store).base_disk(result.image)
         progress.message(f"Digest: {result.digest}")
         progress.message(result.status)
         return result
@@ -279,6 +282,7 @@ class _Puller:
         label = f"{self.what}: layer {desc.digest[:19]}"
         try:
             sha = hashlib.sha256()
+            uncompressed = LayerDigest(label, desc.digest)
             received = 0
             with os.fdopen(fd, "wb") as out, self.reg.blob(self.ref.path, desc.digest) as resp:
                 length = resp.headers.get("Content-Length", "")
@@ -295,6 +299,7 @@ class _Puller:
                         raise InvalidImage(f"{label} is larger than the {desc.size} bytes "
                                            "the manifest says", hint=_BAD_DATA)
                     sha.update(chunk)
+                    uncompressed.update(chunk)
                     out.write(chunk)
                     self.progress.advance(desc.digest, len(chunk))
             if received != desc.size:
@@ -304,9 +309,9 @@ class _Puller:
             found = "sha256:" + sha.hexdigest()
             if found != desc.digest:
                 raise InvalidImage(f"{label} fails verification: got {found}", hint=_BAD_DATA)
-            uncompressed, size = layer_diff_id(Path(tmp), label)
-            if uncompressed != diff_id:
-                raise InvalidImage(f"{label}: uncompressed digest {uncompressed} does not "
+            found_diff_id, size = uncompressed.finish()
+            if found_diff_id != diff_id:
+                raise InvalidImage(f"{label}: uncompressed digest {found_diff_id} does not "
                                    f"match the config's diff_id {diff_id}",
                                    hint="the image is corrupt; nothing was stored")
             os.chmod(tmp, 0o644)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import stat
@@ -22,7 +23,7 @@ from helpers import (
 )
 
 from hyperrun.errors import HostileLayer, InvalidImage
-from hyperrun.layers import apply_layer
+from hyperrun.layers import apply_layer, apply_layers
 
 
 @pytest.fixture
@@ -339,3 +340,38 @@ def test_not_a_tar_is_invalid(root: Path) -> None:
         truncated = tar_bytes(file("big", os.urandom(100_000)), compress=compress)[:50_000]
         with pytest.raises(InvalidImage, match="unexpected end of data"):
             apply_layer(root, io.BytesIO(truncated), name="truncated")
+
+
+# ---- layer files as base disks read them: gzip inflated on a second thread ------------------
+
+
+def _layer_file(tmp_path: Path, data: bytes, name: str = "layer") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_gzip_layer_files_apply_in_order(root: Path, tmp_path: Path) -> None:
+    first = _layer_file(tmp_path, gzip.compress(tar_bytes(file("a", "1"), file("b", "2"))), "l1")
+    second = _layer_file(tmp_path, tar_bytes(file(".wh.b"), file("c", "3")), "l2")
+    apply_layers(root, [("l1", first), ("l2", second)])
+    assert tree(root) == ["a", "c"]
+
+
+def test_gzip_with_several_members(root: Path, tmp_path: Path) -> None:
+    data = tar_bytes(file("big", os.urandom(300_000)), file("small", "x"))
+    cut = len(data) // 2
+    layer = _layer_file(tmp_path, gzip.compress(data[:cut]) + gzip.compress(data[cut:]))
+    apply_layers(root, [("multi", layer)])
+    assert (root / "small").read_text() == "x" and (root / "big").stat().st_size == 300_000
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_broken_gzip_layer_file_is_refused(root: Path, tmp_path: Path, damage: str) -> None:
+    packed = gzip.compress(tar_bytes(file("big", os.urandom(300_000))))
+    if damage == "truncated":
+        packed = packed[: len(packed) // 2]
+    else:
+        packed = packed[:100] + b"\xff" * 200 + packed[300:]
+    with pytest.raises(InvalidImage, match="layer bad"):
+        apply_layers(root, [("bad", _layer_file(tmp_path, packed))])
