@@ -12,9 +12,6 @@ from . import reference as references
 from .credentials import Credentials
 from .errors import UsageError
 from .manifests import Platform
-from .progress import PullProgress
-from .pull import pull as pull_image
-from .registry import Registry
 from .store import Store
 
 
@@ -41,7 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=logout)
 
 
+# The handlers import the HTTP and progress libraries themselves: every other verb
+# would otherwise pay a tenth of a second of start-up for them.
+
+
 def pull(args: argparse.Namespace, store: Store) -> int:
+    from .progress import PullProgress
+    from .pull import pull as pull_image
+
     platform = Platform.parse(args.platform) if args.platform else None
     with PullProgress.for_stream(sys.stdout, args.quiet) as progress:
         result = pull_image(store, args.ref, progress=progress, platform=platform)
@@ -50,6 +54,8 @@ def pull(args: argparse.Namespace, store: Store) -> int:
 
 
 def login(args: argparse.Namespace, store: Store) -> int:
+    from .registry import Registry
+
     host = credentials.registry_host(args.server)
     username = args.username
     if args.password_stdin:

@@ -16,15 +16,15 @@ from pathlib import Path
 import libvirt
 
 from . import accel as accel_mod
-from . import hypervisor, pull, state
+from . import hypervisor, state
 from .disk import create_overlay
 from .domain_xml import domain_xml
-from .errors import BootAssetsMissing, BootFailed, UsageError
+from .errors import BootAssetsMissing, BootFailed, ImageNotFound, UsageError
 from .guest import GuestGone, GuestSession
-from .image import ImageConfig
+from .image import Image, ImageConfig
 from .images import ImageStore
 from .log import log
-from .spec import ProcessSpec, RunSpec, VmSpec
+from .spec import ProcessSpec, PullPolicy, RunSpec, VmSpec
 from .store import Store
 from .subproc import spawn_detached
 from .terminal import raw_mode, window_size
@@ -103,10 +103,27 @@ def _boot_timeout() -> float:
     return float(os.environ.get("HYPERRUN_BOOT_TIMEOUT", "90"))
 
 
+def _image(store: Store, run: RunSpec) -> Image:
+    """The image to run: from the store, or pulled as --pull says."""
+    if run.pull is not PullPolicy.ALWAYS:
+        try:
+            return ImageStore(store).get(run.image)
+        except ImageNotFound:
+            if run.pull is PullPolicy.NEVER:
+                raise
+        if not run.quiet:
+            print(f"Unable to find image '{run.image}' locally", file=sys.stderr, flush=True)
+    # Imported here: the HTTP and progress libraries cost a tenth of a second of start-up
+    # that running a local image does not need.
+    from . import pull
+
+    return pull.pull_for_run(store, run.image, quiet=run.quiet)
+
+
 def run(run: RunSpec, store: Store, uri: str) -> int:
     """Run the container to completion and return its exit status."""
     images = ImageStore(store)
-    image = pull.ensure_image(store, run.image, run.pull, quiet=run.quiet)
+    image = _image(store, run)
     assets = boot_assets(store, run.kernel)
     accel = accel_mod.resolve(run.accel)
     conn = hypervisor.connect(uri)

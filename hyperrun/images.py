@@ -217,6 +217,11 @@ class ImageStore:
         if ref is not None:
             if str(ref) in index["references"]:
                 return index["references"][str(ref)]
+            if ref.digest is not None and ref.tag is not None:
+                # `repo:tag@digest`: the digest decides and the tag is ignored, as in docker.
+                by_digest = str(references.Reference(ref.domain, ref.path, None, ref.digest))
+                if by_digest in index["references"]:
+                    return index["references"][by_digest]
             if ref.digest is not None:
                 for image_id, entry in index["images"].items():
                     if entry["manifest"] == ref.digest and any(

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from . import config as config_mod
 from . import credentials, manifests
 from . import reference as references
 from .config import Config
-from .errors import HyperrunError, ImageNotFound, InvalidImage, RegistryError, Unauthorized
+from .errors import HyperrunError, InvalidImage, RegistryError, Unauthorized
 from .image import Image
 from .images import ImageStore, LayerDigest, layer_diff_id
 from .log import log
@@ -36,7 +36,6 @@ from .manifests import Descriptor, Index, Manifest, Platform
 from .progress import PullProgress
 from .reference import Reference
 from .registry import Registry, iter_blob
-from .spec import PullPolicy
 from .store import Store
 
 DOWNLOAD_WORKERS = 3  # docker's max-concurrent-downloads
@@ -66,21 +65,9 @@ class PullResult:
         return f"Status: {what} for {self.reference.familiar}"
 
 
-def ensure_image(store: Store, text: str, policy: PullPolicy, *, quiet: bool = False,
-                 stream: TextIO | None = None) -> Image:
-    """The image `run` should use: from the store, pulled as the policy says."""
-    images = ImageStore(store)
-    if policy != PullPolicy.ALWAYS:
-        try:
-            return images.get(_lookup_text(text))
-        except ImageNotFound:
-            if policy == PullPolicy.NEVER:
-                raise
-        out = stream or sys.stderr
-        if not quiet:
-            print(f"Unable to find image '{text}' locally", file=out, flush=True)
-    out = stream or sys.stderr  # like `docker run`, progress goes to stderr
-    with PullProgress.for_stream(out, quiet) as progress:
+def pull_for_run(store: Store, text: str, *, quiet: bool = False) -> Image:
+    """Pull for `hyperrun run`: progress on stderr, as `docker run` shows it."""
+    with PullProgress.for_stream(sys.stderr, quiet) as progress:
         return pull(store, text, progress=progress).image
 
 
@@ -115,17 +102,6 @@ def pull(store: Store, text: str, *, progress: PullProgress, platform: Platform 
         progress.message(result.status)
         return result
     raise AssertionError("unreachable: the registry itself is the last endpoint")
-
-
-def _lookup_text(text: str) -> str:
-    """`repo:tag@digest` is looked up as `repo@digest`, as docker resolves it."""
-    try:
-        ref = references.parse(text, default_tag=False)
-    except HyperrunError:
-        return text
-    if ref.digest and ref.tag:
-        return str(Reference(ref.domain, ref.path, None, ref.digest))
-    return text
 
 
 class _Puller:

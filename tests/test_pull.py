@@ -192,6 +192,8 @@ def test_pull_by_digest(cli: Cli, pushed: Pushed, registry: Registry) -> None:
     ref = f"{registry.host}/test/app@{pushed.app_digest}"
     assert ok(cli("pull", ref)).stdout.splitlines()[-1] == ref
     assert cli.images.get(ref).id == APP.id
+    # With both, the digest decides and the tag is ignored, as in docker.
+    assert cli.images.get(f"{registry.host}/test/app:whatever@{pushed.app_digest}").id == APP.id
 
 
 def test_manifest_not_found(cli: Cli, registry: Registry, pushed: Pushed) -> None:
