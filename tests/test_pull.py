@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pexpect
 import pytest
 from helpers import ImageSpec, file, oci_layout_files, sha256, tar_bytes, write_dir
 from registry_fixtures import BadBlob, BadBlobServer, Registry
@@ -172,6 +173,26 @@ def test_pull_docker_schema2(cli: Cli, pushed: Pushed) -> None:
 def test_pull_quiet_prints_only_the_reference(cli: Cli, pushed: Pushed) -> None:
     proc = ok(cli("pull", "-q", pushed.app))
     assert proc.stdout == pushed.app + "\n" and proc.stderr == ""
+
+
+def test_pull_progress_on_a_terminal(cli: Cli, pushed: Pushed) -> None:
+    """On a terminal: one live line per layer, ending as docker's do."""
+    child = pexpect.spawn(cli.argv("pull", pushed.big)[0], cli.argv("pull", pushed.big)[1:],
+                          env=cli.env, cwd=str(REPO), dimensions=(40, 120), timeout=60)
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.before.decode(errors="replace")
+    assert child.exitstatus == 0, screen
+    layers = len(cli.images.get(pushed.big).layers)
+    assert screen.count("Pull complete") >= layers
+    assert "\x1b[" in screen  # drawn live (cursor movement), not as plain log lines
+    assert "Status: Downloaded newer image" in screen
+
+
+def test_pull_progress_without_terminal_is_plain_lines(cli: Cli, pushed: Pushed) -> None:
+    proc = ok(cli("pull", pushed.big))
+    assert "\x1b[" not in proc.stdout
+    assert "Pull complete" in proc.stdout
 
 
 def test_pull_index_selects_platform(cli: Cli, pushed: Pushed) -> None:
