@@ -45,8 +45,9 @@ from .image import (
     ImageConfig,
     Layer,
 )
-from .layers import apply_layers, staging_root
+from .layers import apply_layers
 from .reference import Reference
+from .staging import staging_root
 from .store import Store, atomic_write
 
 INDEX_VERSION = 1
@@ -313,7 +314,7 @@ class ImageStore:
         with self.store.lock("disks"):
             if path.exists():
                 return path
-            with staging_root(self.store) as root:
+            with staging_root(self.store, image.size) as root:
                 self.build_rootfs(image, root)
                 build_base_disk(root, path)
         return path

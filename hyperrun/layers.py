@@ -18,12 +18,11 @@ import stat
 import tarfile
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 from .errors import HostileLayer, HyperrunError, InvalidImage
-from .store import Store
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -187,6 +186,10 @@ class _LayerApplier:
         parent = self.parent_dir(parts[:-1])
         target = os.path.join(parent, parts[-1])
 
+        if member.isreg() and self.write_file(tar, member, target):
+            self.unpacked.add(target)
+            return
+
         if member.type == tarfile.LNKTYPE:
             source = self.hardlink_source(member.linkname)
             if source == target:
@@ -207,6 +210,8 @@ class _LayerApplier:
                 os.mkdir(target, 0o700)
         elif member.isreg():
             self.write_file(tar, member, target)
+            self.unpacked.add(target)
+            return
         elif member.type == tarfile.SYMTYPE:
             if not member.linkname or "\0" in member.linkname:
                 raise _Reject("is a symlink with an empty or invalid target")
@@ -262,13 +267,28 @@ class _LayerApplier:
             raise _Reject(f"is a hard link to {linkname!r}, which is not a regular file")
         return source
 
-    def write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> None:
-        data = tar.extractfile(member)
+    def write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> bool:
+        """Create target with the member's data, owner, mode and mtime; False if it exists.
+
+        Everything goes through the open descriptor: O_EXCL | O_NOFOLLOW never follows
+        or reuses what was there, and no path is looked up again.
+        """
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(target, flags, 0o600)
+        try:
+            fd = os.open(target, flags, 0o600)
+        except FileExistsError:
+            return False
         with os.fdopen(fd, "wb") as out:
+            data = tar.extractfile(member)
             if data is not None:
                 shutil.copyfileobj(data, out, _COPY_CHUNK)
+            out.flush()
+            if self.is_root:
+                os.fchown(fd, member.uid, member.gid)
+            os.fchmod(fd, stat.S_IMODE(member.mode))  # after chown, which clears setuid
+            with contextlib.suppress(OverflowError, ValueError):
+                os.utime(fd, (member.mtime, member.mtime))
+        return True
 
     def whiteout(self, parts: list[str]) -> None:
         base = parts[-1]
@@ -396,12 +416,3 @@ class _Gunzip:
                     raise EOFError("compressed data ended before the end-of-stream marker")
         except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
             self.error = exc
-
-
-@contextlib.contextmanager
-def staging_root(store: Store, prefix: str = "rootfs-") -> Iterator[Path]:
-    """A fresh root directory below store.tmp (0700), removed on every exit path."""
-    with store.tempdir(prefix) as tmp:
-        root = Path(tmp) / "rootfs"
-        root.mkdir(mode=0o755)
-        yield root
