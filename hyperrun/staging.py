@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import HyperrunError
 from .log import log
-from .store import Store
+from .store import Store, process_alive
 from .subproc import run
 
 PREFIX = "rootfs-"
@@ -33,16 +33,6 @@ def _mem_available() -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _unmount(path: Path) -> None:
     try:
         run(["umount", "--lazy", str(path)])
@@ -54,7 +44,7 @@ def sweep(store: Store) -> None:
     """Remove staging trees whose process died without cleaning up (SIGKILL, OOM)."""
     for entry in store.tmp.glob(f"{PREFIX}*-*"):
         pid = entry.name[len(PREFIX):].partition("-")[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue
         if os.path.ismount(entry):
             _unmount(entry)

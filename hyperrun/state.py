@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .errors import HyperrunError, UsageError
-from .store import Store, atomic_write
+from .store import Store, atomic_write, process_alive
 
 
 class ContainerNotFound(HyperrunError):
@@ -76,16 +76,6 @@ def all_containers(store: Store) -> Iterator[Container]:
             yield Container(**{**data, "command": tuple(data["command"])})
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def create(store: Store, name: str | None, image: str, image_id: str,
            command: tuple[str, ...], remove: bool) -> Container:
     """Reserve an id and a unique name and make the container's directory."""
@@ -95,7 +85,7 @@ def create(store: Store, name: str | None, image: str, image_id: str,
         # not clean up; libvirt has already destroyed its VM (AUTODESTROY), so the files
         # are all that is left. The next run removes them.
         for old in all_containers(store):
-            if old.remove and old.owner_pid and not _alive(old.owner_pid):
+            if old.remove and old.owner_pid and not process_alive(old.owner_pid):
                 remove_files(store, old)
         if name and any(c.name == name for c in all_containers(store)):
             raise UsageError(f"container name {name!r} is already in use",
