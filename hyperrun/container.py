@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import sys
 import time
@@ -25,7 +24,7 @@ from .image import Image, ImageConfig
 from .images import ImageStore
 from .log import log
 from .spec import ProcessSpec, PullPolicy, RunSpec, VmSpec
-from .store import Store
+from .store import Store, remove_path
 from .subproc import spawn_detached
 from .terminal import raw_mode, window_size
 
@@ -209,10 +208,7 @@ def _cleanup(uri: str, domain: str, files: state.Paths, remove: bool) -> Iterato
         yield
     except BaseException:
         for path in leftovers:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            remove_path(path)
         raise
     spawn_detached([sys.executable, "-m", "hyperrun.reaper", uri, domain,
                     *map(str, leftovers)])

@@ -7,13 +7,13 @@ small process to wait for the domain to disappear and then remove what it leaves
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 import libvirt
 
 from . import hypervisor
+from .store import remove_path
 
 
 def main(argv: list[str]) -> int:
@@ -31,10 +31,7 @@ def main(argv: list[str]) -> int:
             hypervisor.wait_gone(conn, domain, timeout=30.0)
         conn.close()
     for path in map(Path, paths):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_path(path)
     return 0
 
 
