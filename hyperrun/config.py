@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
+from hyperrun.errors import UsageError
 
 _HINT = "see the configuration section of the README"
 

@@ -79,6 +79,24 @@ class BootFailed(HyperrunError):
         self.details = console_tail.strip() or "(the guest console was empty)"
 
 
+class ContainerNotFound(HyperrunError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no such container: {ref}", hint="see `hyperrun ps -a`")
+        self.ref = ref
+
+
+class GuestGone(HyperrunError):
+    """The VM stopped (or its agent hung up) while we were talking to it."""
+
+
+class ProtocolError(HyperrunError):
+    """The guest sent something that does not follow docs/protocol.md (it is not trusted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"the guest broke the protocol: {message}",
+                         hint="the VM's agent misbehaved or was taken over; the VM was stopped")
+
+
 class ContainerError(HyperrunError):
     """The guest agent reported a failure while preparing or starting the process."""
 

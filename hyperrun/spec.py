@@ -22,6 +22,14 @@ class PullPolicy(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class WinSize:
+    """A terminal's size in character cells."""
+
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
     """One process inside the guest, as the agent's EXEC message carries it."""
 

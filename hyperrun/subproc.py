@@ -7,7 +7,7 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 
-from .errors import CommandFailed, HyperrunError
+from hyperrun.errors import CommandFailed, HyperrunError
 
 log = logging.getLogger("hyperrun")
 

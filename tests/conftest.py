@@ -17,7 +17,7 @@ import pytest
 from helpers import ImageSpec, file, oci_layout_files, tar_bytes, write_tar
 from registry_fixtures import *  # noqa: F401,F403
 
-from hyperrun.images import ImageStore
+from hyperrun.images.store import ImageStore
 from hyperrun.store import Store
 
 # ---- image store fixtures (tests/test_images.py, tests/test_layers.py) ----------------------

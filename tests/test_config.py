@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from hyperrun import config, credentials
+from hyperrun import config
 from hyperrun.config import Config, RegistryConfig
-from hyperrun.credentials import Credentials
 from hyperrun.errors import UsageError
+from hyperrun.registry import credentials
+from hyperrun.registry.credentials import Credentials
 
 
 @pytest.fixture

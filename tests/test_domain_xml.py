@@ -7,8 +7,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from hyperrun.domain_xml import domain_xml
 from hyperrun.spec import Accel, VmSpec
+from hyperrun.vm.domain_xml import domain_xml
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -28,9 +28,11 @@ from helpers import (
     write_tar,
 )
 
-from hyperrun import cli_images, subproc
+from hyperrun import subproc
+from hyperrun.cli import images as cli_images
 from hyperrun.errors import CommandFailed, HostileLayer, ImageNotFound, InvalidImage, UsageError
-from hyperrun.images import ImageStore
+from hyperrun.images.load import Loader
+from hyperrun.images.store import ImageStore
 from hyperrun.store import Store
 
 BASE = tar_bytes(directory("etc"), file("etc/os-release", "ID=test\n"), file("etc/gone", "x"),
@@ -61,7 +63,7 @@ def test_load_docker_save(images: ImageStore, tmp_path: Path, modern: bool) -> N
                           "WorkingDir": "/srv", "User": "nobody"})
     archive = write_tar(docker_save_files([(spec, ["busybox:latest", "me/app:1"])],
                                           modern=modern), tmp_path / "save.tar")
-    (loaded,) = images.load(archive)
+    (loaded,) = Loader(images).load(archive)
     assert [t.familiar for t in loaded.tags] == ["busybox:latest", "me/app:1"]
     image = images.get("busybox")
     assert image.id == spec.id == loaded.image.id
@@ -79,7 +81,7 @@ def test_load_docker_save(images: ImageStore, tmp_path: Path, modern: bool) -> N
 
 def test_unset_config_fields_stay_none(images: ImageStore, tmp_path: Path) -> None:
     spec = simple(config={})
-    images.load(write_tar(docker_save_files([(spec, ["a:b"])]), tmp_path / "s.tar"))
+    Loader(images).load(write_tar(docker_save_files([(spec, ["a:b"])]), tmp_path / "s.tar"))
     config = images.get("a:b").config
     assert (config.entrypoint, config.cmd, config.env, config.working_dir, config.user) == (
         None, None, None, None, None)
@@ -93,12 +95,13 @@ def test_load_docker_save_with_shared_layer_symlinks(images: ImageStore, tmp_pat
     manifest = json.loads(files["manifest.json"])
     manifest[1]["Layers"][0] = "linked/layer.tar"
     files["manifest.json"] = json.dumps(manifest).encode()
-    images.load(write_tar(files, tmp_path / "save.tar"))
+    Loader(images).load(write_tar(files, tmp_path / "save.tar"))
     assert images.get("two:2").layers[0].digest == images.get("one:1").layers[0].digest
 
 
 def test_load_untagged_docker_save(images: ImageStore, tmp_path: Path) -> None:
-    (loaded,) = images.load(write_tar(docker_save_files([(simple(), [])]), tmp_path / "s.tar"))
+    archive = write_tar(docker_save_files([(simple(), [])]), tmp_path / "s.tar")
+    (loaded,) = Loader(images).load(archive)
     assert loaded.tags == () and loaded.image.references == ()
     assert images.get(loaded.image.id[7:19]) == loaded.image
 
@@ -116,7 +119,7 @@ def test_load_oci_layout(images: ImageStore, tmp_path: Path, form: str) -> None:
             gz = tmp_path / "layout.tar.gz"
             gz.write_bytes(gzip.compress(source.read_bytes()))
             source = gz
-    loaded = images.load(source)
+    loaded = Loader(images).load(source)
     assert [t.familiar for item in loaded for t in item.tags] == [
         "registry.local:5000/team/app:v1", "other:latest"]
     image = images.get("registry.local:5000/team/app:v1")
@@ -128,30 +131,32 @@ def test_load_oci_layout(images: ImageStore, tmp_path: Path, form: str) -> None:
 
 
 def test_oci_bare_tag_ref_name_loads_untagged(images: ImageStore, tmp_path: Path) -> None:
-    (loaded,) = images.load(write_dir(oci_layout_files([(simple(), "latest")]), tmp_path / "l"))
+    layout = write_dir(oci_layout_files([(simple(), "latest")]), tmp_path / "l")
+    (loaded,) = Loader(images).load(layout)
     assert loaded.tags == ()
 
 
 def test_nested_index_picks_linux_amd64(images: ImageStore, tmp_path: Path) -> None:
     arm = ImageSpec(layers=[BASE], architecture="arm64", config={"Cmd": ["arm"]})
     amd = ImageSpec(layers=[BASE], architecture="amd64", config={"Cmd": ["amd"]})
-    images.load(write_dir(oci_layout_files([], nested={"arm64": arm, "amd64": amd}),
+    Loader(images).load(write_dir(oci_layout_files([], nested={"arm64": arm, "amd64": amd}),
                           tmp_path / "l"))
     image = images.get("nested:latest")
     assert image.config.cmd == ("amd",) and image.architecture == "amd64"
     with pytest.raises(InvalidImage, match="no manifest for linux/amd64"):
-        images.load(write_dir(oci_layout_files([], nested={"arm64": arm}), tmp_path / "l2"))
+        Loader(images).load(write_dir(oci_layout_files([], nested={"arm64": arm}), tmp_path / "l2"))
 
 
 def test_images_survive_a_restart(store: Store, tmp_path: Path) -> None:
-    ImageStore(store).load(write_tar(docker_save_files([(simple(), ["a:1"])]), tmp_path / "s"))
+    archive = write_tar(docker_save_files([(simple(), ["a:1"])]), tmp_path / "s")
+    Loader(ImageStore(store)).load(archive)
     assert ImageStore(Store(store.root)).get("a:1").id == simple().id
 
 
 def test_loading_again_moves_tags(images: ImageStore, tmp_path: Path) -> None:
     old, new = simple(), ImageSpec(layers=[BASE])
-    images.load(write_tar(docker_save_files([(old, ["app:1"])]), tmp_path / "a"))
-    images.load(write_tar(docker_save_files([(new, ["app:1"])]), tmp_path / "b"))
+    Loader(images).load(write_tar(docker_save_files([(old, ["app:1"])]), tmp_path / "a"))
+    Loader(images).load(write_tar(docker_save_files([(new, ["app:1"])]), tmp_path / "b"))
     assert images.get("app:1").id == new.id
     assert images.get(old.id).references == ()  # dangling, as in docker
 
@@ -169,11 +174,11 @@ def _tamper_oci_layer(tmp_path: Path) -> Path:
 
 def test_tampered_oci_layer_is_refused_and_nothing_is_stored(store: Store, images: ImageStore,
                                                              tmp_path: Path) -> None:
-    images.load(write_tar(docker_save_files([(ImageSpec(layers=[BASE]), ["ok:1"])]),
+    Loader(images).load(write_tar(docker_save_files([(ImageSpec(layers=[BASE]), ["ok:1"])]),
                           tmp_path / "ok.tar"))
     before = store_contents(store)
     with pytest.raises(InvalidImage, match="fails verification") as info:
-        images.load(_tamper_oci_layer(tmp_path))
+        Loader(images).load(_tamper_oci_layer(tmp_path))
     assert info.value.hint
     assert store_contents(store) == before
     with pytest.raises(ImageNotFound):
@@ -195,7 +200,7 @@ def test_tampered_oci_metadata_is_refused(store: Store, images: ImageStore, tmp_
         index["manifests"][0]["size"] += 1
         files["index.json"] = json.dumps(index).encode()
     with pytest.raises(InvalidImage):
-        images.load(write_dir(files, tmp_path / "l"))
+        Loader(images).load(write_dir(files, tmp_path / "l"))
     assert store_contents(store) == ([], None, [])
 
 
@@ -205,7 +210,7 @@ def test_docker_save_diff_id_mismatch_is_refused(store: Store, images: ImageStor
     layer = next(n for n in files if n.endswith("layer.tar") and files[n] == TOP)
     files[layer] = tar_bytes(file("etc/x", "evil"))
     with pytest.raises(InvalidImage, match="fails verification"):
-        images.load(write_tar(files, tmp_path / "s.tar"))
+        Loader(images).load(write_tar(files, tmp_path / "s.tar"))
     assert store_contents(store) == ([], None, [])
 
 
@@ -215,7 +220,7 @@ def test_docker_save_config_digest_mismatch_is_refused(store: Store, images: Ima
     files = docker_save_files([(spec, ["bad:1"])])
     files[hexof(spec.id) + ".json"] = spec.config_bytes().replace(b'"sh"', b'"xx"')
     with pytest.raises(InvalidImage, match="fails verification"):
-        images.load(write_tar(files, tmp_path / "s.tar"))
+        Loader(images).load(write_tar(files, tmp_path / "s.tar"))
     assert store_contents(store) == ([], None, [])
 
 
@@ -230,7 +235,7 @@ def test_zstd_layers_are_refused(images: ImageStore, tmp_path: Path) -> None:
     files["blobs/sha256/" + hexof(sha256(manifest))] = manifest
     files["index.json"] = json.dumps(index).encode()
     with pytest.raises(InvalidImage, match="unsupported layer type"):
-        images.load(write_dir(files, tmp_path / "l"))
+        Loader(images).load(write_dir(files, tmp_path / "l"))
 
 
 @pytest.mark.parametrize("content", [b"", b"not a tar at all" * 100])
@@ -238,12 +243,12 @@ def test_garbage_archives_are_invalid(images: ImageStore, tmp_path: Path, conten
     path = tmp_path / "junk"
     path.write_bytes(content)
     with pytest.raises(InvalidImage):
-        images.load(path)
+        Loader(images).load(path)
 
 
 def test_archive_without_manifest_is_invalid(images: ImageStore, tmp_path: Path) -> None:
     with pytest.raises(InvalidImage, match="neither a docker save archive nor an OCI"):
-        images.load(write_tar({"hello": b"x"}, tmp_path / "x.tar"))
+        Loader(images).load(write_tar({"hello": b"x"}, tmp_path / "x.tar"))
 
 
 # ---- import --------------------------------------------------------------------------------
@@ -253,7 +258,7 @@ def test_archive_without_manifest_is_invalid(images: ImageStore, tmp_path: Path)
 def test_import_rootfs(images: ImageStore, tmp_path: Path, compress: bool) -> None:
     rootfs = tmp_path / "rootfs.tar"
     rootfs.write_bytes(tar_bytes(file("etc/x", "imported\n"), compress=compress))
-    loaded = images.import_rootfs(rootfs, "imported:v1")
+    loaded = Loader(images).import_rootfs(rootfs, "imported:v1")
     image = images.get("imported:v1")
     assert loaded.image == image
     assert len(image.layers) == 1 and image.layers[0].diff_id == sha256(tar_bytes(
@@ -270,13 +275,13 @@ def test_import_refuses_bad_names_and_non_tars(store: Store, images: ImageStore,
     rootfs = tmp_path / "rootfs.tar"
     rootfs.write_bytes(tar_bytes(file("x")))
     with pytest.raises(UsageError, match="digest"):
-        images.import_rootfs(rootfs, "app@sha256:" + "0" * 64)
+        Loader(images).import_rootfs(rootfs, "app@sha256:" + "0" * 64)
     with pytest.raises(UsageError):
-        images.import_rootfs(rootfs, "Bad Name")
+        Loader(images).import_rootfs(rootfs, "Bad Name")
     junk = tmp_path / "junk.tar"
     junk.write_bytes(os.urandom(4096))
     with pytest.raises(InvalidImage, match="not a tar"):
-        images.import_rootfs(junk, "junk")
+        Loader(images).import_rootfs(junk, "junk")
     assert store_contents(store) == ([], None, [])
 
 
@@ -285,7 +290,7 @@ def test_import_refuses_bad_names_and_non_tars(store: Store, images: ImageStore,
 
 def test_get_by_id_prefix_and_digest(images: ImageStore, tmp_path: Path) -> None:
     spec = simple()
-    images.load(write_dir(oci_layout_files([(spec, "app:1")]), tmp_path / "l"))
+    Loader(images).load(write_dir(oci_layout_files([(spec, "app:1")]), tmp_path / "l"))
     image = images.get("app:1")
     for text in (spec.id, hexof(spec.id), hexof(spec.id)[:12], spec.id[:15]):
         assert images.get(text) == image
@@ -300,7 +305,7 @@ def test_get_by_id_prefix_and_digest(images: ImageStore, tmp_path: Path) -> None
 def test_rmi_by_tag_then_last_tag_deletes(store: Store, images: ImageStore,
                                           tmp_path: Path) -> None:
     spec = simple()
-    images.load(write_tar(docker_save_files([(spec, ["app:1", "app:2"])]), tmp_path / "s"))
+    Loader(images).load(write_tar(docker_save_files([(spec, ["app:1", "app:2"])]), tmp_path / "s"))
     disk = images.base_disk(images.get("app:1"))
     assert images.remove("app:1") == [("Untagged", "app:1")]
     assert images.get("app:2").id == spec.id and disk.exists()
@@ -313,7 +318,7 @@ def test_rmi_by_tag_then_last_tag_deletes(store: Store, images: ImageStore,
 
 def test_rmi_by_id_across_repositories_needs_force(images: ImageStore, tmp_path: Path) -> None:
     spec = simple()
-    images.load(write_tar(docker_save_files([(spec, ["one:1", "two:1"])]), tmp_path / "s"))
+    Loader(images).load(write_tar(docker_save_files([(spec, ["one:1", "two:1"])]), tmp_path / "s"))
     with pytest.raises(UsageError, match="must be forced"):
         images.remove(hexof(spec.id)[:12])
     assert images.remove(hexof(spec.id)[:12], force=True) == [
@@ -323,7 +328,7 @@ def test_rmi_by_id_across_repositories_needs_force(images: ImageStore, tmp_path:
 def test_rmi_keeps_blobs_other_images_use(store: Store, images: ImageStore,
                                           tmp_path: Path) -> None:
     small, big = ImageSpec(layers=[BASE]), simple()
-    images.load(write_tar(docker_save_files([(small, ["small:1"]), (big, ["big:1"])]),
+    Loader(images).load(write_tar(docker_save_files([(small, ["small:1"]), (big, ["big:1"])]),
                           tmp_path / "s"))
     images.remove("big:1")
     assert store.blob(sha256(BASE)).exists()
@@ -334,7 +339,7 @@ def test_rmi_keeps_blobs_other_images_use(store: Store, images: ImageStore,
 
 def test_rmi_refuses_images_containers_use(images: ImageStore, tmp_path: Path) -> None:
     spec = simple()
-    images.load(write_tar(docker_save_files([(spec, ["app:1"])]), tmp_path / "s"))
+    Loader(images).load(write_tar(docker_save_files([(spec, ["app:1"])]), tmp_path / "s"))
     users = {spec.id: ["c0ffee" * 4]}.get
     with pytest.raises(UsageError, match="being used by container c0ffeec0ffee"):
         images.remove("app:1", users=lambda i: users(i, []))
@@ -348,7 +353,7 @@ def test_rmi_refuses_images_containers_use(images: ImageStore, tmp_path: Path) -
 def test_digest_references_sort_with_tags(store: Store, images: ImageStore,
                                           tmp_path: Path) -> None:
     spec = simple()
-    images.load(write_tar(docker_save_files([(spec, ["app:1"])]), tmp_path / "s"))
+    Loader(images).load(write_tar(docker_save_files([(spec, ["app:1"])]), tmp_path / "s"))
     manifest = images.get("app:1").manifest_digest
     index = json.loads(store.images_index.read_text())
     index["references"][f"docker.io/library/app@{manifest}"] = spec.id  # as a pull records it
@@ -363,7 +368,7 @@ def test_digest_references_sort_with_tags(store: Store, images: ImageStore,
 
 def test_base_disk_holds_the_merged_layers(store: Store, images: ImageStore,
                                            tmp_path: Path) -> None:
-    images.load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
+    Loader(images).load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
     image = images.get("app:1")
     disk = images.base_disk(image)
     assert disk == store.disks / f"{hexof(image.id)}.ext4"
@@ -389,7 +394,7 @@ def test_hostile_image_leaves_no_disk_and_no_staging(store: Store, images: Image
     outside = tmp_path / "outside"
     outside.mkdir()
     evil = tar_bytes(file("ok", "x"), symlink("lnk", str(outside)), file("../../evil", "x"))
-    images.load(write_tar(docker_save_files([(ImageSpec(layers=[evil]), ["evil:1"])]),
+    Loader(images).load(write_tar(docker_save_files([(ImageSpec(layers=[evil]), ["evil:1"])]),
                           tmp_path / "s"))
     with pytest.raises(HostileLayer, match="'..'"):
         images.base_disk(images.get("evil:1"))
@@ -399,7 +404,7 @@ def test_hostile_image_leaves_no_disk_and_no_staging(store: Store, images: Image
 
 def test_concurrent_base_disk_builds_once(store: Store, images: ImageStore,
                                           tmp_path: Path) -> None:
-    images.load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
+    Loader(images).load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
     image = images.get("app:1")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         disks = list(pool.map(lambda _: ImageStore(store).base_disk(image), range(4)))
@@ -410,7 +415,7 @@ def test_concurrent_base_disk_builds_once(store: Store, images: ImageStore,
 
 def test_failed_disk_build_leaves_nothing(store: Store, images: ImageStore, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    images.load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
+    Loader(images).load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
     real_run = subproc.run
 
     def failing_mkfs(argv, **kw):
@@ -424,9 +429,9 @@ def test_failed_disk_build_leaves_nothing(store: Store, images: ImageStore, tmp_
 
 
 def test_overlay_is_backed_by_the_raw_base(images: ImageStore, tmp_path: Path) -> None:
-    from hyperrun.disk import create_overlay
+    from hyperrun.images.disk import create_overlay
 
-    images.load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
+    Loader(images).load(write_tar(docker_save_files([(simple(), ["app:1"])]), tmp_path / "s"))
     base = images.base_disk(images.get("app:1"))
     overlay = tmp_path / "c" / "overlay.qcow2"
     overlay.parent.mkdir()
@@ -498,7 +503,7 @@ def test_make_busybox_image_loads_and_is_deterministic(store: Store, tmp_path: P
     with tarfile.open(tmp_path / "a.tar") as tar:
         assert {"oci-layout", "index.json"} <= set(tar.getnames())
     images = ImageStore(store)
-    (loaded,) = images.load(tmp_path / "a.tar")
+    (loaded,) = Loader(images).load(tmp_path / "a.tar")
     assert [t.familiar for t in loaded.tags] == ["busybox:latest"]
     image = images.get("busybox")
     assert image.config.cmd == ("sh",)
@@ -518,7 +523,7 @@ def test_loads_what_skopeo_writes(images: ImageStore, tmp_path: Path) -> None:
     archive = tmp_path / "docker.tar"
     subprocess.run(["skopeo", "copy", "-q", f"oci-archive:{layout}",
                     f"docker-archive:{archive}:skopeo/app:2"], check=True)
-    (loaded,) = images.load(archive)
+    (loaded,) = Loader(images).load(archive)
     assert [t.familiar for t in loaded.tags] == ["skopeo/app:2"]
     assert loaded.image.id == spec.id
     assert debugfs(images.base_disk(loaded.image), "cat /etc/x") == "hello from the top layer\n"

@@ -23,7 +23,7 @@ from helpers import (
 )
 
 from hyperrun.errors import HostileLayer, InvalidImage
-from hyperrun.layers import apply_layer, apply_layers
+from hyperrun.images.layers import apply_layer, apply_layers
 
 
 @pytest.fixture

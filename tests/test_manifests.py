@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hyperrun.errors import InvalidImage, UsageError
-from hyperrun.manifests import (
+from hyperrun.registry.manifests import (
     MAX_MANIFEST_BYTES,
     Index,
     Manifest,

@@ -20,7 +20,7 @@ import pytest
 from helpers import ImageSpec, file, oci_layout_files, sha256, tar_bytes, write_dir
 from registry_fixtures import BadBlob, BadBlobServer, Registry
 
-from hyperrun.images import ImageStore
+from hyperrun.images.store import ImageStore
 from hyperrun.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from hyperrun.config import Config
-from hyperrun.credentials import Credentials
 from hyperrun.errors import RegistryError
-from hyperrun.registry import Challenge, Registry
+from hyperrun.registry.client import Challenge, Registry
+from hyperrun.registry.credentials import Credentials
 
 
 class Server:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from hyperrun import cli_run
 from hyperrun.cli import build_parser
-from hyperrun.container import parse_cpus, parse_memory, process_spec
+from hyperrun.cli import run as cli_run
+from hyperrun.cli.run import parse_cpus, parse_memory
+from hyperrun.containers.run import process_spec
 from hyperrun.errors import UsageError
-from hyperrun.image import ImageConfig
+from hyperrun.images.model import ImageConfig
 
 CONFIG = ImageConfig(
     entrypoint=("/entry.sh",),

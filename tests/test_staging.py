@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperrun.staging import staging_root, sweep
+from hyperrun.images.staging import staging_root, sweep
 from hyperrun.store import Store
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -45,7 +45,7 @@ def test_left_behind_by_a_killed_process_is_swept(store: Store) -> None:
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from hyperrun.staging import staging_root\n"
+        "from hyperrun.images.staging import staging_root\n"
         "from hyperrun.store import Store\n"
         "with staging_root(Store(Path(sys.argv[1])), 1 << 20) as root:\n"
         "    print(root, flush=True)\n"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
-from .errors import InvalidImage
+from hyperrun.errors import InvalidImage
 
 _MAX_LINKS = 16
 

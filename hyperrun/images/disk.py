@@ -8,7 +8,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from . import subproc
+from hyperrun import subproc
 
 GiB = 1 << 30
 HEADROOM = 2 * GiB  # room for containers to write, sparse until they do

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import libvirt
 
-from . import hypervisor
-from .store import remove_path
+from hyperrun.store import remove_path
+from hyperrun.vm import hypervisor
 
 
 def main(argv: list[str]) -> int:

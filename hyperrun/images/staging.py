@@ -16,10 +16,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import HyperrunError
-from .log import log
-from .store import Store, process_alive
-from .subproc import run
+from hyperrun.errors import HyperrunError
+from hyperrun.log import log
+from hyperrun.store import Store, process_alive
+from hyperrun.subproc import run
 
 PREFIX = "rootfs-"
 MIN_TMPFS = 64 << 20

@@ -10,26 +10,24 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import EXIT_HYPERRUN, ContainerError, HyperrunError
-from .log import log
-from .protocol import CTL_MAX, IO_MAX, FrameReader, Message, Msg, Stream, frame, stream_id
-from .spec import ProcessSpec
+from hyperrun.errors import EXIT_HYPERRUN, ContainerError, GuestGone
+from hyperrun.log import log
+from hyperrun.spec import ProcessSpec, WinSize
+from hyperrun.vm.protocol import (
+    CTL_MAX,
+    IO_MAX,
+    FrameReader,
+    Message,
+    Msg,
+    Stream,
+    frame,
+    stream_id,
+)
 
 # Stop reading our stdin while this much is still waiting to go to the guest.
 STDIN_HIGH_WATER = 1 << 20
-
-
-class GuestGone(HyperrunError):
-    """The VM stopped (or its agent hung up) while we were talking to it."""
-
-
-@dataclass(frozen=True)
-class WinSize:
-    rows: int
-    cols: int
 
 
 def _connect_unix(path: Path, deadline: float) -> socket.socket:

@@ -12,13 +12,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .errors import HyperrunError, UsageError
-from .store import Store, atomic_write, process_alive
-
-
-class ContainerNotFound(HyperrunError):
-    def __init__(self, ref: str) -> None:
-        super().__init__(f"no such container: {ref}", hint="see `hyperrun ps -a`")
+from hyperrun.errors import ContainerNotFound, UsageError
+from hyperrun.store import Store, atomic_write, process_alive
 
 
 @dataclass(frozen=True)

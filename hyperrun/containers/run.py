@@ -8,30 +8,42 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import libvirt
 
-from . import accel as accel_mod
-from . import hypervisor, state
-from .disk import create_overlay
-from .domain_xml import domain_xml
-from .errors import BootAssetsMissing, BootFailed, ImageNotFound, UsageError
-from .guest import GuestGone, GuestSession
-from .image import Image, ImageConfig
-from .images import ImageStore
-from .log import log
-from .spec import ProcessSpec, PullPolicy, RunSpec, VmSpec
-from .store import Store, remove_path
-from .subproc import spawn_detached
-from .terminal import raw_mode, window_size
+from hyperrun.containers import records as state
+from hyperrun.errors import BootAssetsMissing, BootFailed, GuestGone, ImageNotFound, UsageError
+from hyperrun.images.disk import create_overlay
+from hyperrun.images.model import Image, ImageConfig
+from hyperrun.images.store import ImageStore
+from hyperrun.log import log
+from hyperrun.spec import ProcessSpec, PullPolicy, RunSpec, VmSpec, WinSize
+from hyperrun.store import Store, remove_path
+from hyperrun.subproc import spawn_detached
+from hyperrun.vm import accel as accel_mod
+from hyperrun.vm import hypervisor
+from hyperrun.vm.domain_xml import domain_xml
+from hyperrun.vm.session import GuestSession
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init"
 CONSOLE_TAIL_LINES = 25
+
+
+class Terminal(Protocol):
+    """The user's terminal for a -t container (the CLI implements it)."""
+
+    follows_resizes: bool  # whether size() changes are worth forwarding (SIGWINCH)
+
+    def size(self) -> WinSize | None: ...
+
+    def raw(self) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -102,8 +114,8 @@ def _boot_timeout() -> float:
     return float(os.environ.get("HYPERRUN_BOOT_TIMEOUT", "90"))
 
 
-def _image(store: Store, run: RunSpec) -> Image:
-    """The image to run: from the store, or pulled as --pull says."""
+def resolve_image(store: Store, run: RunSpec, pull: Callable[[str], Image]) -> Image:
+    """The image to run: from the store, or pulled (by `pull`) as --pull says."""
     if run.pull is not PullPolicy.ALWAYS:
         try:
             return ImageStore(store).get(run.image)
@@ -112,17 +124,17 @@ def _image(store: Store, run: RunSpec) -> Image:
                 raise
         if not run.quiet:
             print(f"Unable to find image '{run.image}' locally", file=sys.stderr, flush=True)
-    # Imported here: the HTTP and progress libraries cost a tenth of a second of start-up
-    # that running a local image does not need.
-    from . import pull
-
-    return pull.pull_for_run(store, run.image, quiet=run.quiet)
+    return pull(run.image)
 
 
-def run(run: RunSpec, store: Store, uri: str) -> int:
-    """Run the container to completion and return its exit status."""
+def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
+        terminal: Terminal | None) -> int:
+    """Run the container to completion and return its exit status.
+
+    pull fetches an image missing from the store; terminal is the user's, for -t.
+    """
     images = ImageStore(store)
-    image = _image(store, run)
+    image = resolve_image(store, run, pull)
     assets = boot_assets(store, run.kernel)
     accel = accel_mod.resolve(run.accel)
     conn = hypervisor.connect(uri)
@@ -151,7 +163,7 @@ def run(run: RunSpec, store: Store, uri: str) -> int:
                 console_log=files.console_log,
                 loader=QBOOT if QBOOT.is_file() else None,
             )
-            status = _boot_and_run(conn, vm, process, hostname)
+            status = _boot_and_run(conn, vm, process, hostname, terminal)
             if not run.remove:
                 state.record_exit(store, container, status)
             return status
@@ -160,7 +172,7 @@ def run(run: RunSpec, store: Store, uri: str) -> int:
 
 
 def _boot_and_run(conn: libvirt.virConnect, vm: VmSpec, process: ProcessSpec,
-                  hostname: str) -> int:
+                  hostname: str, terminal: Terminal | None) -> int:
     xml = domain_xml(vm)
     log.debug("domain XML:\n%s", xml)
     started = time.monotonic()
@@ -177,15 +189,16 @@ def _boot_and_run(conn: libvirt.virConnect, vm: VmSpec, process: ProcessSpec,
                     raise BootFailed(f"the VM failed to boot: the guest agent {why}",
                                      _console_tail(vm.console_log)) from None
                 log.debug("guest ready after %.2fs", time.monotonic() - started)
-                tty_fd = 0 if process.tty and os.isatty(0) else None
-                size = window_size(tty_fd if tty_fd is not None else 1) if process.tty else None
-                with raw_mode(tty_fd) if tty_fd is not None else contextlib.nullcontext():
+                term = terminal if process.tty else None
+                size = term.size() if term is not None else None
+                with term.raw() if term is not None else contextlib.nullcontext():
                     guest.start(1, process, size, main=True, alive=alive)
                     return guest.pump(
                         1,
                         tty=process.tty,
                         stdin_fd=0 if process.stdin else None,
-                        winsize=(lambda: window_size(tty_fd)) if tty_fd is not None else None,
+                        winsize=term.size if term is not None and term.follows_resizes
+                        else None,
                         forward=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                                  signal.SIGUSR1, signal.SIGUSR2),
                     )
@@ -210,43 +223,5 @@ def _cleanup(uri: str, domain: str, files: state.Paths, remove: bool) -> Iterato
         for path in leftovers:
             remove_path(path)
         raise
-    spawn_detached([sys.executable, "-m", "hyperrun.reaper", uri, domain,
+    spawn_detached([sys.executable, "-m", "hyperrun.containers.reaper", uri, domain,
                     *map(str, leftovers)])
-
-
-def parse_memory(text: str) -> int:
-    """'256m', '1g', '1024k' or bytes -> MiB, as docker's --memory accepts them."""
-    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    raw = text.strip().lower()
-    if raw.endswith("ib"):
-        raw = raw[:-2]
-    elif raw[-1:] == "b" and raw[-2:-1] in units:
-        raw = raw[:-1]
-    factor = units.get(raw[-1:], None)
-    number = raw[:-1] if factor else raw
-    try:
-        value = float(number) * (factor or 1)
-    except ValueError:
-        raise UsageError(f"invalid --memory {text!r}",
-                         hint="use a size such as 256m or 1g") from None
-    mib = int(value // (1 << 20))
-    host_mib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
-    if mib > host_mib:
-        raise UsageError(f"--memory {text} is more than this host has ({host_mib} MiB)",
-                         hint="give the VM less memory")
-    if mib < 64:
-        raise UsageError(f"--memory {text} is too small for a VM",
-                         hint="the guest kernel and agent need at least 64m")
-    return mib
-
-
-def parse_cpus(text: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 1 or value != int(value) or value > 64:
-        raise UsageError(f"invalid --cpus {text!r}",
-                         hint="give a whole number of virtual CPUs between 1 and 64")
-    return int(value)
-

@@ -9,11 +9,12 @@ import time
 
 import libvirt
 
-from . import hypervisor, log, state
-from .cli_images import format_table
-from .errors import HyperrunError, UsageError
-from .images import humanize_duration
-from .store import Store
+from hyperrun import log
+from hyperrun.cli.table import format_table, humanize_duration
+from hyperrun.containers import records as state
+from hyperrun.errors import HyperrunError, UsageError
+from hyperrun.store import Store
+from hyperrun.vm import hypervisor
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

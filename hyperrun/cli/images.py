@@ -6,15 +6,18 @@ import argparse
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from . import log, state
-from . import reference as references
-from .errors import HyperrunError, UsageError
-from .image import Image
-from .images import ImageStore, human_size, humanize_duration, iter_rows, parse_created
-from .store import Store
+from hyperrun import log
+from hyperrun import reference as references
+from hyperrun.cli.table import format_table, human_size, humanize_duration
+from hyperrun.containers import records as state
+from hyperrun.errors import HyperrunError, UsageError
+from hyperrun.images.load import Loader
+from hyperrun.images.model import Image
+from hyperrun.images.store import ImageStore, parse_created
+from hyperrun.store import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def load(args: argparse.Namespace, store: Store) -> int:
     image_store = ImageStore(store)
     if args.input is not None:
-        loaded = image_store.load(args.input)
+        loaded = Loader(image_store).load(args.input)
     else:
         if sys.stdin.isatty():
             raise UsageError("requested load from stdin, but stdin is empty",
@@ -57,7 +60,7 @@ def load(args: argparse.Namespace, store: Store) -> int:
             path = Path(tmp) / "archive"
             with open(path, "wb") as out:
                 shutil.copyfileobj(sys.stdin.buffer, out)
-            loaded = image_store.load(path)
+            loaded = Loader(image_store).load(path)
     # Like docker, -q only silences progress (hyperrun has none); the result is still shown.
     for item in loaded:
         if item.tags:
@@ -75,9 +78,9 @@ def import_(args: argparse.Namespace, store: Store) -> int:
             path = Path(tmp) / "rootfs.tar"
             with open(path, "wb") as out:
                 shutil.copyfileobj(sys.stdin.buffer, out)
-            loaded = image_store.import_rootfs(path, args.name)
+            loaded = Loader(image_store).import_rootfs(path, args.name)
     else:
-        loaded = image_store.import_rootfs(args.rootfs, args.name)
+        loaded = Loader(image_store).import_rootfs(args.rootfs, args.name)
     print(loaded.image.id)
     return 0
 
@@ -117,16 +120,6 @@ def rmi(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-def format_table(rows: Sequence[Sequence[str]]) -> str:
-    """Columns as docker's tabwriter lays them out: min width 10, padding 3."""
-    widths = [max(10, max(len(row[i]) for row in rows) + 3) for i in range(len(rows[0]) - 1)]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("".join(cells) + row[-1])
-    return "\n".join(lines) + "\n"
-
-
 def _matches(pattern: str | None, repo: str, tag: str) -> bool:
     if pattern is None:
         return True
@@ -145,3 +138,17 @@ def _created(image: Image, now: float) -> str:
     if created is None:
         return "N/A"
     return humanize_duration(now - created.timestamp()) + " ago"
+
+
+def iter_rows(images: Iterable[Image]) -> Iterator[tuple[str, str, Image]]:
+    """(REPOSITORY, TAG, image) rows as `docker images` lists them; untagged as <none>."""
+    for image in images:
+        if not image.references:
+            yield "<none>", "<none>", image
+            continue
+        tagged = {ref.name for ref in image.references if ref.tag}
+        for ref in image.references:
+            # A digest-only reference shows as <none> only if its repository has no tag here.
+            if ref.tag or ref.name not in tagged:
+                yield ref.familiar_name, ref.tag or "<none>", image
+                tagged.add(ref.name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from .protocol import CTL_PORT, IO_PORT
-from .spec import Accel, VmSpec
+from hyperrun.spec import Accel, VmSpec
+from hyperrun.vm.protocol import CTL_PORT, IO_PORT
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:

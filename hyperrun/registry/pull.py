@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -24,19 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config as config_mod
-from . import credentials, manifests
-from . import reference as references
-from .config import Config
-from .errors import HyperrunError, InvalidImage, RegistryError, Unauthorized
-from .image import Image
-from .images import ImageStore, LayerDigest, layer_diff_id
-from .log import log
-from .manifests import Descriptor, Index, Manifest, Platform
-from .progress import PullProgress
-from .reference import Reference
-from .registry import Registry, iter_blob
-from .store import Store
+from hyperrun import config as config_mod
+from hyperrun import reference as references
+from hyperrun.config import Config
+from hyperrun.errors import HyperrunError, InvalidImage, RegistryError, Unauthorized
+from hyperrun.images.compression import LayerDigest, layer_diff_id
+from hyperrun.images.load import Loader
+from hyperrun.images.model import Image
+from hyperrun.images.store import ImageStore
+from hyperrun.log import log
+from hyperrun.reference import Reference
+from hyperrun.registry import credentials, manifests
+from hyperrun.registry.client import Registry, iter_blob
+from hyperrun.registry.manifests import Descriptor, Index, Manifest, Platform
+from hyperrun.registry.progress import PullProgress
+from hyperrun.store import Store
 
 DOWNLOAD_WORKERS = 3  # docker's max-concurrent-downloads
 BLOB_ATTEMPTS = 3
@@ -63,12 +64,6 @@ class PullResult:
         """docker's closing `Status:` line."""
         what = "Downloaded newer image" if self.updated else "Image is up to date"
         return f"Status: {what} for {self.reference.familiar}"
-
-
-def pull_for_run(store: Store, text: str, *, quiet: bool = False) -> Image:
-    """Pull for `hyperrun run`: progress on stderr, as `docker run` shows it."""
-    with PullProgress.for_stream(sys.stderr, quiet) as progress:
-        return pull(store, text, progress=progress).image
 
 
 def pull(store: Store, text: str, *, progress: PullProgress, platform: Platform | None = None,
@@ -128,7 +123,7 @@ class _Puller:
                                                      self.ref.digest),)
         else:
             tags = (self.ref, Reference(self.ref.domain, self.ref.path, None, top_digest))
-        image = images.add_pulled(body, config_bytes, tags, sizes)
+        image = Loader(images).add_pulled(body, config_bytes, tags, sizes)
         return PullResult(image, self.ref, top_digest, downloaded, before != image.id)
 
     # ---- manifests -----------------------------------------------------------------------

@@ -23,9 +23,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .config import Config, is_loopback
-from .credentials import Credentials
-from .errors import ManifestNotFound, RegistryError, RegistryUnreachable, Unauthorized
+from hyperrun.config import Config, is_loopback
+from hyperrun.errors import ManifestNotFound, RegistryError, RegistryUnreachable, Unauthorized
+from hyperrun.registry.credentials import Credentials
 
 log = logging.getLogger("hyperrun")
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, cli_containers, cli_images, cli_registry, cli_run, log
-from .errors import EXIT_HYPERRUN, EXIT_USAGE, HyperrunError
-from .store import Store
+from hyperrun import __version__, log
+from hyperrun.cli import containers as cli_containers
+from hyperrun.cli import images as cli_images
+from hyperrun.cli import registry as cli_registry
+from hyperrun.cli import run as cli_run
+from hyperrun.errors import EXIT_HYPERRUN, EXIT_USAGE, HyperrunError
+from hyperrun.store import Store
 
 
 class _Parser(argparse.ArgumentParser):

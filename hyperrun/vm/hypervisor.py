@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import libvirt
 
-from .errors import HypervisorError
-from .log import log
+from hyperrun.errors import HypervisorError
+from hyperrun.log import log
 
 DEFAULT_URI = "qemu:///system"
 

@@ -6,13 +6,13 @@ import argparse
 import getpass
 import sys
 
-from . import config as config_mod
-from . import credentials
-from . import reference as references
-from .credentials import Credentials
-from .errors import UsageError
-from .manifests import Platform
-from .store import Store
+from hyperrun import config as config_mod
+from hyperrun import reference as references
+from hyperrun.errors import UsageError
+from hyperrun.registry import credentials
+from hyperrun.registry.credentials import Credentials
+from hyperrun.registry.manifests import Platform
+from hyperrun.store import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def pull(args: argparse.Namespace, store: Store) -> int:
-    from .progress import PullProgress
-    from .pull import pull as pull_image
+    from hyperrun.cli.progress import PullProgress
+    from hyperrun.registry.pull import pull as pull_image
 
     platform = Platform.parse(args.platform) if args.platform else None
     with PullProgress.for_stream(sys.stdout, args.quiet) as progress:
@@ -54,7 +54,7 @@ def pull(args: argparse.Namespace, store: Store) -> int:
 
 
 def login(args: argparse.Namespace, store: Store) -> int:
-    from .registry import Registry
+    from hyperrun.registry.client import Registry
 
     host = credentials.registry_host(args.server)
     username = args.username

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import config_dir
-from .errors import UsageError
-from .log import log
-from .reference import DEFAULT_DOMAIN
-from .store import atomic_write
+from hyperrun.config import config_dir
+from hyperrun.errors import UsageError
+from hyperrun.log import log
+from hyperrun.reference import DEFAULT_DOMAIN
+from hyperrun.store import atomic_write
 
 # docker keeps Docker Hub's credentials under its v1 index URL.
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"

@@ -8,7 +8,7 @@ import termios
 import tty
 from collections.abc import Iterator
 
-from .guest import WinSize
+from hyperrun.spec import WinSize
 
 
 def window_size(fd: int) -> WinSize | None:
@@ -34,3 +34,17 @@ def raw_mode(fd: int) -> Iterator[None]:
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+class UserTerminal:
+    """Our stdin's terminal if it is one (raw mode, resizes followed), else stdout's size."""
+
+    def __init__(self) -> None:
+        self.fd = 0 if os.isatty(0) else None
+        self.follows_resizes = self.fd is not None
+
+    def size(self) -> WinSize | None:
+        return window_size(self.fd if self.fd is not None else 1)
+
+    def raw(self) -> contextlib.AbstractContextManager[None]:
+        return raw_mode(self.fd) if self.fd is not None else contextlib.nullcontext()

@@ -16,13 +16,13 @@ import os
 import shutil
 import stat
 import tarfile
-import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from .errors import HostileLayer, HyperrunError, InvalidImage
+from hyperrun.errors import HostileLayer, HyperrunError, InvalidImage
+from hyperrun.images.compression import Gunzip, first_line
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -343,13 +343,10 @@ def apply_layer(root: Path, layer: IO[bytes], *, name: str) -> None:
             applier.apply(tar)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
         raise InvalidImage(
-            f"layer {name} is not a readable tar archive: {_first_line(exc)}",
+            f"layer {name} is not a readable tar archive: {first_line(exc)}",
             hint="the image is corrupt or uses a compression hyperrun does not support (zstd)",
         ) from None
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def apply_layers(root: Path, layers: Sequence[tuple[str, Path]]) -> None:
@@ -361,7 +358,7 @@ def apply_layers(root: Path, layers: Sequence[tuple[str, Path]]) -> None:
             if not gzipped:
                 apply_layer(root, fh, name=name)
                 continue
-            gunzip = _Gunzip(fh)
+            gunzip = Gunzip(fh)
             with gunzip as plain:
                 try:
                     apply_layer(root, plain, name=name)
@@ -369,50 +366,3 @@ def apply_layers(root: Path, layers: Sequence[tuple[str, Path]]) -> None:
                     gunzip.raise_error(name)  # a truncated stream is the inflater's fault
                     raise
             gunzip.raise_error(name)
-
-
-class _Gunzip:
-    """Inflate a gzip file on a second thread, feeding the tar reader through a pipe.
-
-    zlib releases the GIL while it inflates, so decompression runs on another core while
-    this thread applies entries: most of a layer's unpacking time is one or the other.
-    """
-
-    def __init__(self, src: IO[bytes]) -> None:
-        rfd, self._wfd = os.pipe()
-        self.reader = os.fdopen(rfd, "rb", buffering=_COPY_CHUNK)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._inflate, args=(src,), daemon=True)
-
-    def __enter__(self) -> IO[bytes]:
-        self._thread.start()
-        return self.reader
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.reader.close()  # a writer still blocked on the pipe gets EPIPE and stops
-        self._thread.join()
-
-    def raise_error(self, name: str) -> None:
-        self._thread.join()
-        if self.error is not None and not isinstance(self.error, BrokenPipeError):
-            raise InvalidImage(f"layer {name} is not valid gzip: {_first_line(self.error)}",
-                               hint="the image is corrupt") from None
-
-    def _inflate(self, src: IO[bytes]) -> None:
-        try:
-            with os.fdopen(self._wfd, "wb") as out:
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                inside = False  # the current gzip member has started but not ended
-                while chunk := src.read(_COPY_CHUNK):
-                    while chunk:
-                        inside = True
-                        out.write(inflater.decompress(chunk))
-                        chunk = b""
-                        if inflater.eof:  # gzip allows several members back to back
-                            chunk = inflater.unused_data
-                            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                            inside = False
-                if inside:
-                    raise EOFError("compressed data ended before the end-of-stream marker")
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            self.error = exc

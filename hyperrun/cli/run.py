@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-from . import config, container, hypervisor
-from .errors import UsageError
-from .spec import Accel, PullPolicy, RunSpec
-from .store import Store
+from hyperrun import config
+from hyperrun.cli.terminal import UserTerminal
+from hyperrun.containers import run as container
+from hyperrun.errors import UsageError
+from hyperrun.images.model import Image
+from hyperrun.spec import Accel, PullPolicy, RunSpec
+from hyperrun.store import Store
+from hyperrun.vm import hypervisor
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -91,8 +96,8 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         tty=args.tty,
         interactive=args.interactive,
         remove=args.remove,
-        cpus=container.parse_cpus(args.cpus or defaults.cpus or "1"),
-        memory_mib=container.parse_memory(args.memory or defaults.memory or "512m"),
+        cpus=parse_cpus(args.cpus or defaults.cpus or "1"),
+        memory_mib=parse_memory(args.memory or defaults.memory or "512m"),
         accel=Accel(args.accel),
         kernel=args.kernel,
         pull=PullPolicy(args.pull),
@@ -101,4 +106,54 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
 
 
 def _run(args: argparse.Namespace, store: Store) -> int:
-    return container.run(to_spec(args), store, hypervisor.uri_from_env(args.connect))
+    spec = to_spec(args)
+
+    def pull(reference: str) -> Image:
+        # Imported here: the HTTP and progress libraries cost a tenth of a second of
+        # start-up that running a local image does not need.
+        from hyperrun.cli.progress import PullProgress
+        from hyperrun.registry.pull import pull as pull_image
+
+        with PullProgress.for_stream(sys.stderr, spec.quiet) as progress:  # as docker run does
+            return pull_image(store, reference, progress=progress).image
+
+    return container.run(spec, store, hypervisor.uri_from_env(args.connect), pull=pull,
+                         terminal=UserTerminal() if spec.tty else None)
+
+
+def parse_memory(text: str) -> int:
+    """'256m', '1g', '1024k' or bytes -> MiB, as docker's --memory accepts them."""
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    raw = text.strip().lower()
+    if raw.endswith("ib"):
+        raw = raw[:-2]
+    elif raw[-1:] == "b" and raw[-2:-1] in units:
+        raw = raw[:-1]
+    factor = units.get(raw[-1:], None)
+    number = raw[:-1] if factor else raw
+    try:
+        value = float(number) * (factor or 1)
+    except ValueError:
+        raise UsageError(f"invalid --memory {text!r}",
+                         hint="use a size such as 256m or 1g") from None
+    mib = int(value // (1 << 20))
+    host_mib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+    if mib > host_mib:
+        raise UsageError(f"--memory {text} is more than this host has ({host_mib} MiB)",
+                         hint="give the VM less memory")
+    if mib < 64:
+        raise UsageError(f"--memory {text} is too small for a VM",
+                         hint="the guest kernel and agent need at least 64m")
+    return mib
+
+
+def parse_cpus(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 1 or value != int(value) or value > 64:
+        raise UsageError(f"invalid --cpus {text!r}",
+                         hint="give a whole number of virtual CPUs between 1 and 64")
+    return int(value)
+

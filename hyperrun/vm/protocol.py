@@ -7,6 +7,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from hyperrun.errors import ProtocolError
+
 HEADER = struct.Struct(">II")
 CTL_MAX = 1 << 20
 IO_MAX = 1 << 16
@@ -30,10 +32,6 @@ class Stream(enum.IntEnum):
     STDIN = 0
     STDOUT = 1
     STDERR = 2
-
-
-class ProtocolError(Exception):
-    """The peer sent something that does not follow docs/protocol.md."""
 
 
 def stream_id(process_id: int, kind: Stream) -> int:

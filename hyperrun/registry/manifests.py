@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidImage, UsageError
-from .image import (
+from hyperrun.errors import InvalidImage, UsageError
+from hyperrun.images.model import (
     CONFIG_MEDIA_TYPES,
     INDEX_MEDIA_TYPES,
     LAYER_MEDIA_TYPES,
@@ -26,7 +26,7 @@ from .image import (
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
 )
-from .images import host_platform
+from hyperrun.images.validate import host_platform
 
 MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec's own limit for manifests
 MAX_CONFIG_BYTES = 8 << 20

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import HyperrunError
-from .log import warning
-from .spec import Accel
+from hyperrun.errors import HyperrunError
+from hyperrun.log import warning
+from hyperrun.spec import Accel
 
 
 def _cpu_has_virt(cpuinfo: Path) -> bool:

@@ -1,0 +1,351 @@
+"""Loading images into the store: `docker save` archives, OCI layouts, rootfs tarballs, pulls.
+
+Every blob is verified against its digest (and every layer against the config's
+diff_id) while it is staged in store.tmp; ImageStore.commit then moves the lot in at once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import datetime
+import os
+import re
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from hyperrun import reference as references
+from hyperrun.digest import Hasher, sha256
+from hyperrun.errors import InvalidImage, UsageError
+from hyperrun.images import compression
+from hyperrun.images.archive import Archive, open_archive
+from hyperrun.images.compression import CHUNK, check_tar, decompress_to
+from hyperrun.images.model import (
+    CONFIG_MEDIA_TYPES,
+    INDEX_MEDIA_TYPES,
+    LAYER_MEDIA_TYPES,
+    MANIFEST_MEDIA_TYPES,
+    MEDIA_OCI_CONFIG,
+    MEDIA_OCI_LAYER,
+    MEDIA_OCI_MANIFEST,
+    Image,
+)
+from hyperrun.images.store import ImageStore, Loaded, Staged, dump_json
+from hyperrun.images.validate import (
+    check_descriptor,
+    host_platform,
+    mismatch,
+    oci_tags,
+    parse_config,
+    parse_json,
+    pick_platform,
+)
+from hyperrun.reference import Reference
+
+MAX_INDEX_DEPTH = 4
+MAX_JSON_BYTES = 4 << 20  # manifests and configs are small; refuse to parse giant ones
+
+
+class Loader:
+    """Puts images into an ImageStore."""
+
+    def __init__(self, images: ImageStore) -> None:
+        self.images = images
+        self.store = images.store
+
+    # ---- loading -------------------------------------------------------------------------
+
+    def load(self, path: Path) -> builtins.list[Loaded]:
+        """Load a `docker save` archive or an OCI image layout (directory or tar)."""
+        path = Path(path)
+        with open_archive(path) as archive, self._staging() as staged:
+            if archive.exists("manifest.json"):
+                self._stage_docker_save(archive, staged, str(path))
+            elif archive.exists("index.json"):
+                self._stage_oci_layout(archive, staged, str(path))
+            else:
+                raise InvalidImage(
+                    f"{path}: neither a docker save archive nor an OCI image layout",
+                    hint="expected manifest.json (docker save) or oci-layout + index.json",
+                )
+            if not staged.images:
+                raise InvalidImage(f"{path}: contains no image")
+            return self._commit(staged)
+
+    def import_rootfs(self, tar: Path, name: str | None = None) -> Loaded:
+        """Make a one-layer image of a root filesystem tarball, as `docker import` does."""
+        ref = references.parse_tag(name) if name else None
+        with self._staging() as staged:
+            try:
+                src = open(tar, "rb")
+            except OSError as exc:
+                raise UsageError(f"cannot read {tar}: {exc.strerror}") from None
+            with src:
+                layer_tmp = staged.directory / "import.tar"
+                digest, size = decompress_to(src, layer_tmp, str(tar))
+            check_tar(layer_tmp, str(tar))
+            staged.blobs[digest] = layer_tmp
+            staged.uncompressed[digest] = size
+            staged.diff_ids[digest] = digest
+            os_name, arch = host_platform()
+            now = _now()
+            config = {
+                "architecture": arch,
+                "os": os_name,
+                "created": now,
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [digest]},
+                "history": [{"created": now, "comment": f"Imported from {Path(tar).name}"}],
+            }
+            layer = {"mediaType": MEDIA_OCI_LAYER, "digest": digest, "size": size}
+            manifest_digest = self._stage_synthetic(staged, dump_json(config), [layer])
+            staged.add_image(manifest_digest, (ref,) if ref else ())
+            (loaded,) = self._commit(staged)
+            return loaded
+
+    def add_pulled(self, manifest: bytes, config: bytes, tags: Sequence[Reference],
+                   layer_sizes: Mapping[str, int]) -> Image:
+        """Commit a pulled image whose layers are already verified into store.blobs.
+
+        layer_sizes maps each layer digest to its uncompressed size. The manifest and
+        config go through the same checks and the same commit as a load.
+        """
+        label = "pulled image"
+        manifest_digest = sha256(manifest)
+        doc = parse_json(manifest, f"{label}: manifest")
+        config_desc = check_descriptor(doc.get("config") if isinstance(doc, dict) else None,
+                                        label)
+        if sha256(config) != config_desc["digest"]:
+            raise mismatch(label, "config", config_desc["digest"], sha256(config))
+        diff_ids = parse_config(config, f"{label}: config")["rootfs"]["diff_ids"]
+        layers = [check_descriptor(d, label)["digest"] for d in doc.get("layers") or []]
+        if len(diff_ids) != len(layers):
+            raise InvalidImage(f"{label}: config lists {len(diff_ids)} layers, "
+                               f"manifest {len(layers)}")
+        with self._staging() as staged:
+            staged.blobs[manifest_digest] = _stage_bytes(manifest, staged.directory)
+            staged.blobs[config_desc["digest"]] = _stage_bytes(config, staged.directory)
+            staged.uncompressed.update({d: layer_sizes[d] for d in layers})
+            staged.add_image(manifest_digest, tuple(tags))
+            (loaded,) = self._commit(staged)
+        return loaded.image
+
+    # ---- docker save ---------------------------------------------------------------------
+
+    def _stage_docker_save(self, archive: Archive, staged: Staged, label: str) -> None:
+        manifest = parse_json(_read_small(archive, "manifest.json", label),
+                              f"{label}: manifest.json")
+        if not isinstance(manifest, list):
+            raise InvalidImage(f"{label}: manifest.json is not a list")
+        for entry in manifest:
+            if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) \
+                    or not isinstance(entry.get("Layers"), list):
+                raise InvalidImage(f"{label}: manifest.json entry lacks Config or Layers")
+            config_name = entry["Config"]
+            config_bytes = _read_small(archive, config_name, label)
+            config_digest = sha256(config_bytes)
+            named = _digest_in_name(config_name)
+            if named is not None and named != config_digest:
+                raise mismatch(label, config_name, named, config_digest)
+            config = parse_config(config_bytes, f"{label}: {config_name}")
+            diff_ids = config["rootfs"]["diff_ids"]
+            if len(diff_ids) != len(entry["Layers"]):
+                raise InvalidImage(f"{label}: {config_name} lists {len(diff_ids)} layers, "
+                                   f"manifest.json {len(entry['Layers'])}")
+            layers = []
+            for layer_name, diff_id in zip(entry["Layers"], diff_ids, strict=True):
+                if not isinstance(layer_name, str):
+                    raise InvalidImage(f"{label}: manifest.json has a non-string layer")
+                digest, blob_size, media_type = self._stage_layer(
+                    archive, layer_name, staged, label, diff_id, _digest_in_name(layer_name))
+                layers.append({"mediaType": media_type, "digest": digest, "size": blob_size})
+            tags = []
+            repo_tags = entry.get("RepoTags") or []
+            if not isinstance(repo_tags, list) or not all(isinstance(t, str) for t in repo_tags):
+                raise InvalidImage(f"{label}: manifest.json RepoTags is not a list of names")
+            for tag in repo_tags:
+                try:
+                    tags.append(references.parse_tag(tag))
+                except UsageError as exc:
+                    raise InvalidImage(f"{label}: bad RepoTag: {exc.message}") from None
+            manifest_digest = self._stage_synthetic(staged, config_bytes, layers)
+            staged.add_image(manifest_digest, tuple(tags))
+
+    def _stage_layer(self, archive: Archive, name: str, staged: Staged, label: str,
+                     diff_id: str, expected: str | None) -> tuple[str, int, str]:
+        """Verify a layer against its diff_id (and its digest if known); stage it."""
+        with archive.open(name) as src:
+            tmp, digest, size = _stage_blob(src, staged.directory, label, name)
+        if expected is not None and expected != digest:
+            raise mismatch(label, name, expected, digest)
+        media_type, found_diff_id, uncompressed = compression.diff_id(tmp, label, name)
+        if found_diff_id != diff_id:
+            raise mismatch(label, f"{name} (uncompressed)", diff_id, found_diff_id)
+        staged.blobs[digest] = tmp
+        staged.uncompressed[digest] = uncompressed
+        staged.diff_ids[digest] = found_diff_id
+        return digest, size, media_type
+
+    def _stage_synthetic(self, staged: Staged, config_bytes: bytes,
+                         layers: builtins.list[dict[str, Any]]) -> str:
+        """Stage a config and an OCI manifest written for it (docker save has none)."""
+        config_digest = sha256(config_bytes)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": MEDIA_OCI_CONFIG, "digest": config_digest,
+                       "size": len(config_bytes)},
+            "layers": layers,
+        }
+        manifest_bytes = dump_json(manifest)
+        manifest_digest = sha256(manifest_bytes)
+        staged.blobs[config_digest] = _stage_bytes(config_bytes, staged.directory)
+        staged.blobs[manifest_digest] = _stage_bytes(manifest_bytes, staged.directory)
+        return manifest_digest
+
+    # ---- OCI image layout ----------------------------------------------------------------
+
+    def _stage_oci_layout(self, archive: Archive, staged: Staged, label: str) -> None:
+        if archive.exists("oci-layout"):
+            layout = parse_json(_read_small(archive, "oci-layout", label), f"{label}: oci-layout")
+            version = layout.get("imageLayoutVersion") if isinstance(layout, dict) else None
+            if not isinstance(version, str) or not version.startswith("1."):
+                raise InvalidImage(f"{label}: unsupported OCI layout version {version!r}")
+        index = parse_json(_read_small(archive, "index.json", label), f"{label}: index.json")
+        descriptors = index.get("manifests") if isinstance(index, dict) else None
+        if not isinstance(descriptors, list):
+            raise InvalidImage(f"{label}: index.json has no manifests list")
+        want = host_platform()
+        for desc in descriptors:
+            check_descriptor(desc, label)
+            plat = desc.get("platform")
+            if isinstance(plat, dict) and (plat.get("os"), plat.get("architecture")) != want:
+                continue
+            tags = oci_tags(desc, label)
+            manifest_digest = self._stage_oci_manifest(archive, staged, label, desc, 0)
+            staged.add_image(manifest_digest, tags)
+        if not staged.images:
+            raise InvalidImage(f"{label}: no image for {want[0]}/{want[1]}")
+
+    def _stage_oci_manifest(self, archive: Archive, staged: Staged, label: str,
+                            desc: dict[str, Any], depth: int) -> str:
+        """Verify and stage the manifest desc points at (choosing a platform from indexes)."""
+        if depth > MAX_INDEX_DEPTH:
+            raise InvalidImage(f"{label}: image indexes nested too deeply")
+        data = _read_blob(archive, desc, label)
+        doc = parse_json(data, f"{label}: {desc['digest']}")
+        if not isinstance(doc, dict):
+            raise InvalidImage(f"{label}: {desc['digest']} is not a JSON object")
+        media_type = desc.get("mediaType") or doc.get("mediaType")
+        if media_type in INDEX_MEDIA_TYPES or (media_type is None and "manifests" in doc):
+            return self._stage_oci_manifest(
+                archive, staged, label, pick_platform(doc, label), depth + 1)
+        if media_type not in MANIFEST_MEDIA_TYPES and not (media_type is None and "config" in doc):
+            raise InvalidImage(f"{label}: {desc['digest']} has unsupported type {media_type!r}")
+        config_desc = check_descriptor(doc.get("config"), label)
+        layer_descs = doc.get("layers")
+        if not isinstance(layer_descs, list):
+            raise InvalidImage(f"{label}: manifest {desc['digest']} has no layers list")
+        if config_desc.get("mediaType") not in CONFIG_MEDIA_TYPES:
+            raise InvalidImage(f"{label}: unsupported config type {config_desc.get('mediaType')!r}")
+        config_bytes = _read_blob(archive, config_desc, label)
+        config = parse_config(config_bytes, f"{label}: config {config_desc['digest']}")
+        diff_ids = config["rootfs"]["diff_ids"]
+        if len(diff_ids) != len(layer_descs):
+            raise InvalidImage(f"{label}: config lists {len(diff_ids)} layers, "
+                               f"manifest {len(layer_descs)}")
+        for layer_desc, diff_id in zip(layer_descs, diff_ids, strict=True):
+            check_descriptor(layer_desc, label)
+            media_type = layer_desc.get("mediaType")
+            if media_type not in LAYER_MEDIA_TYPES:
+                raise InvalidImage(f"{label}: unsupported layer type {media_type!r}",
+                                   hint="hyperrun unpacks plain and gzip tar layers only")
+            if layer_desc["digest"] in staged.diff_ids:
+                if staged.diff_ids[layer_desc["digest"]] != diff_id:
+                    raise mismatch(label, layer_desc["digest"], diff_id,
+                                    staged.diff_ids[layer_desc["digest"]])
+                continue
+            self._stage_layer(archive, _blob_name(layer_desc["digest"]), staged, label,
+                              diff_id, layer_desc["digest"])
+            if staged.blobs[layer_desc["digest"]].stat().st_size != layer_desc["size"]:
+                raise InvalidImage(f"{label}: layer {layer_desc['digest']} has the wrong size")
+        staged.blobs[config_desc["digest"]] = _stage_bytes(config_bytes, staged.directory)
+        staged.blobs[desc["digest"]] = _stage_bytes(data, staged.directory)
+        return desc["digest"]
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[Staged]:
+        with self.store.tempdir("load-") as tmp:
+            yield Staged(Path(tmp))
+
+    def _commit(self, staged: Staged) -> builtins.list[Loaded]:
+        return self.images.commit(staged)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _digest_in_name(name: str) -> str | None:
+    """The digest a docker-save member name states: `<hex>.json` or `blobs/sha256/<hex>`."""
+    match = re.search(r"(?:^|/)(?:blobs/sha256/)?([a-f0-9]{64})(?:\.json)?$", name)
+    if match and (name.endswith(".json") or "blobs/sha256/" in name):
+        return "sha256:" + match.group(1)
+    return None
+
+
+def _blob_name(digest: str) -> str:
+    return "blobs/sha256/" + digest.removeprefix("sha256:")
+
+
+def _read_small(archive: Archive, name: str, label: str) -> bytes:
+    try:
+        with archive.open(name) as fh:
+            data = fh.read(MAX_JSON_BYTES + 1)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise InvalidImage(f"{label}: cannot read {name}: {exc}") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise InvalidImage(f"{label}: {name} is implausibly large")
+    return data
+
+
+def _read_blob(archive: Archive, desc: dict[str, Any], label: str) -> bytes:
+    """A small blob (manifest, index, config), verified against its descriptor."""
+    name = _blob_name(desc["digest"])
+    data = _read_small(archive, name, label)
+    found = sha256(data)
+    if found != desc["digest"]:
+        raise mismatch(label, name, desc["digest"], found)
+    if len(data) != desc["size"]:
+        raise InvalidImage(f"{label}: {name} is {len(data)} bytes, descriptor says {desc['size']}")
+    return data
+
+
+def _stage_bytes(data: bytes, directory: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=directory)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return Path(tmp)
+
+
+def _stage_blob(src: IO[bytes], directory: Path, label: str, name: str) -> tuple[Path, str, int]:
+    """Copy src into directory, hashing it on the way; (path, digest, size)."""
+    fd, tmp = tempfile.mkstemp(dir=directory)
+    sha = Hasher()
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(CHUNK):
+                sha.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise InvalidImage(f"{label}: cannot read {name}: {exc}") from None
+    return Path(tmp), sha.digest(), size
