@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import shutil
 import tempfile
@@ -88,8 +89,10 @@ class Store:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def tempdir(self, prefix: str) -> tempfile.TemporaryDirectory[str]:
+        """A temporary directory in store.tmp, named for this process (see sweep_owned)."""
         self.ensure()
-        return tempfile.TemporaryDirectory(prefix=prefix, dir=self.tmp)
+        sweep_owned(self.tmp, prefix)
+        return tempfile.TemporaryDirectory(prefix=owned_prefix(prefix), dir=self.tmp)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -126,3 +129,24 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def owned_prefix(prefix: str) -> str:
+    """A temporary name prefix that records this process as the owner: `PREFIX<pid>-`."""
+    return f"{prefix}{os.getpid()}-"
+
+
+def sweep_owned(directory: Path, prefix: str) -> None:
+    """Remove `PREFIX<pid>-*` entries of directory whose owning process is gone.
+
+    Temporaries are named by owned_prefix, so whatever a killed hyperrun (SIGKILL, OOM)
+    left behind is removed by the next command that makes the same kind of temporary.
+    """
+    try:
+        entries = list(directory.glob(f"{glob.escape(prefix)}*-*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix):].partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            remove_path(entry)
