@@ -1,1 +1,1 @@
-
+"""Images: the store of images and blobs, loading, validation, layers, base disks."""

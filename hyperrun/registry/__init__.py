@@ -1,1 +1,1 @@
-
+"""Registries: the distribution API client, credentials, and pulling into the image store."""

@@ -1,0 +1,72 @@
+"""The package's shape: wings import only downwards (docs/architecture.md), modules stay small."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "hyperrun"
+
+# What each wing may import besides itself; the base (top-level modules) imports only the base.
+ALLOWED = {
+    "base": set(),
+    "images": {"base"},
+    "vm": {"base"},
+    "registry": {"base", "images"},
+    "containers": {"base", "images", "vm"},
+    "cli": {"base", "images", "vm", "registry", "containers"},
+}
+MAX_LINES = 420
+
+
+def _wing(module: str) -> str:
+    """`hyperrun.images.load` -> `images`; top-level modules are the base."""
+    parts = module.split(".")
+    if module == "hyperrun.__main__":  # `python -m hyperrun` is the command line
+        return "cli"
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in ALLOWED) else "base"
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(rel.parts)
+        out.append((name.removesuffix(".__init__"), path))
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("hyperrun.")}
+
+
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=[m for m, _ in _modules()])
+def test_imports_only_go_downwards(module: str, path: Path) -> None:
+    wing = _wing(module)
+    known = {m for m, _ in _modules()}
+    for imported in _imports(path):
+        if imported not in known:  # `from hyperrun.x import name`: name is not a module
+            continue
+        target = _wing(imported)
+        assert target == wing or target in ALLOWED[wing], (
+            f"{module} ({wing}) imports {imported} ({target}); see docs/architecture.md")
+
+
+def test_no_relative_imports() -> None:
+    for module, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            assert not (isinstance(node, ast.ImportFrom) and node.level), module
+
+
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=[m for m, _ in _modules()])
+def test_modules_stay_small(module: str, path: Path) -> None:
+    assert len(path.read_text().splitlines()) <= MAX_LINES, f"{module}: split it by concern"
