@@ -13,6 +13,7 @@
  *
  *   util.c       logging, dying, small helpers, the byte queue
  *   proto.c      ports, framing, control message decoding, replies
+ *   request.c    control messages into validated requests
  *   users.c      user/group resolution from the container's /etc/passwd, /etc/group
  *   exec.c       the child's set-up, spawning a process
  *   container.c  CONTAINER: mounting and preparing the container root
@@ -62,7 +63,14 @@ enum stream_kind { KIND_STDIN = 0, KIND_STDOUT = 1, KIND_STDERR = 2 };
 
 #define MAX_PROCS 64
 #define MAX_ID (UINT32_MAX / 4) /* stream = id * 4 + kind must fit a u32 */
-#define MAX_GROUPS 256
+#define MAX_GROUPS 1024   /* supplementary groups of one user; more is an error */
+#define MAX_ARGS 65536    /* arg records in one EXEC */
+#define MAX_ENV 65536     /* env records in one EXEC */
+#define MAX_DEVICE_NAME 64
+#define MAX_FSTYPE 64
+#define MAX_HOME 4096     /* a home directory in /etc/passwd, with its NUL */
+#define UNTRUSTED_FILE_MAX (4u << 20) /* /etc/passwd, /etc/group */
+#define LOG_BURST 20      /* log_limited: messages per kind before going quiet */
 #define DEVICE_WAIT_MS 10000 /* virtio ports and the root disk */
 #define PORT_RETRY_MS 20     /* re-poll a port whose host end is not connected */
 #define STDIN_HIGH_WATER (1u << 20)
@@ -81,6 +89,9 @@ enum stream_kind { KIND_STDIN = 0, KIND_STDOUT = 1, KIND_STDERR = 2 };
 extern int log_fd;
 
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* logmsg for things a peer can repeat at will: after LOG_BURST messages
+ * counted by *count, stays quiet. */
+void log_limited(unsigned *count, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Go-style lower-case error text, so our messages read like docker's. */
 const char *errstr(int err);
 /* The host reports the console tail when the VM ends without an EXIT. */
@@ -106,6 +117,14 @@ void buf_append(struct buf *b, const void *p, size_t n);
 void buf_consume(struct buf *b, size_t n);
 void buf_free(struct buf *b);
 
+/* Our own /proc (O_PATH), opened before the switch into the container root. */
+extern int proc_dir_fd;
+/* Reads a file the container controls: 0 with *out (NUL-terminated, free it)
+ * and *outlen, 1 if it does not exist, -1 with err if it is not a regular
+ * file, is larger than cap or cannot be read. Never blocks. */
+int read_untrusted(const char *path, size_t cap, char **out, size_t *outlen, char *err,
+		   size_t errlen);
+
 /* --- proto.c: ports, framing, messages, replies ------------------------------- */
 
 typedef void frame_fn(uint32_t first, const unsigned char *payload, uint32_t len);
@@ -125,6 +144,7 @@ struct port {
 extern struct port ctl_port, io_port;
 
 void send_frame(struct port *port, uint32_t first, unsigned char *frame, uint32_t len);
+int port_dispatch(struct port *port);
 void read_port(struct port *port);
 void open_port(struct port *port);
 
@@ -134,16 +154,22 @@ struct msg {
 	uint32_t type;
 	const char *payload;
 	size_t len;
+	char error[96]; /* empty, or why the payload is malformed (msg_decode) */
 };
 
 #define FOR_EACH_RECORD(m, rec)                                        \
 	for (const char *rec = (m)->payload; rec < (m)->payload + (m)->len; \
 	     rec += strlen(rec) + 1)
 
+bool msg_decode(uint32_t type, const unsigned char *payload, uint32_t len, struct msg *m);
+void msg_free(struct msg *m);
 const char *msg_get(const struct msg *m, const char *key);
 size_t msg_list(const struct msg *m, const char *key, const char **out);
 bool msg_uint(const struct msg *m, const char *key, unsigned long dflt, unsigned long max,
 	      unsigned long *out);
+
+/* Decodes a control frame and hands it to its handler. */
+frame_fn on_ctl_frame;
 
 void reply_ok(void);
 /* id 0 means "not about a process" (ids start at 1). */
@@ -151,16 +177,57 @@ void reply_error(uint32_t id, int status, const char *fmt, ...) __attribute__((f
 void reply_started(uint32_t id, pid_t pid);
 void reply_exit(uint32_t id, int status);
 
+/* --- request.c --------------------------------------------------------------- */
+
+/* Each decode_* returns false with err set when the request is malformed. */
+
+struct exec_req {
+	uint32_t id;                  /* 0 if the message has no valid id */
+	bool main, tty, want_stdin;
+	unsigned short rows, cols;
+	size_t argc, envc;
+	const char **argv;            /* argc + 1 entries, NULL-terminated */
+	const char **envp;            /* envc + 2 entries (room for HOME), NULL-terminated */
+	const char *cwd, *user;       /* never NULL; they point into the message */
+};
+
+/* id and main are filled in even when it fails (for the reply, and to end
+ * the VM after a main EXEC that never ran). Free with exec_req_free. */
+bool decode_exec(const struct msg *m, struct exec_req *r, char *err, size_t errlen);
+void exec_req_free(struct exec_req *r);
+
+struct container_req {
+	const char *rootfs, *fstype, *hostname;
+};
+
+bool decode_container(const struct msg *m, struct container_req *r, char *err, size_t errlen);
+
+struct winsize_req {
+	uint32_t id;
+	unsigned short rows, cols;
+};
+
+bool decode_winsize(const struct msg *m, struct winsize_req *r, char *err, size_t errlen);
+
+struct signal_req {
+	uint32_t id;
+	int signal;
+};
+
+bool decode_signal(const struct msg *m, struct signal_req *r, char *err, size_t errlen);
+
 /* --- users.c ------------------------------------------------------------------ */
 
 struct user {
 	uid_t uid;
 	gid_t gid;
-	char home[256];
+	char home[MAX_HOME];
 	size_t ngroups;
 	gid_t groups[MAX_GROUPS];
 };
 
+/* Where resolve_user looks (the unit tests point them elsewhere). */
+extern const char *passwd_path, *group_path;
 int resolve_user(const char *spec, struct user *u, char *err, size_t errlen);
 
 /* --- exec.c -------------------------------------------------------------------- */
@@ -175,6 +242,10 @@ struct exec_spec {
 	int child_fd[3]; /* the child's stdin (-1: /dev/null), stdout, stderr; a tty's slave */
 };
 
+/* The agent's /dev/null, opened at start-up: a child's stdin with stdin=0. */
+extern int null_fd;
+/* The devpts instance CONTAINER mounted (O_PATH): ptys come from there. */
+extern int pts_fd;
 const char *env_get(const char **envp, const char *key);
 void close_fds(int *fds, size_t n);
 int make_stdio(struct exec_spec *s, bool want_stdin, unsigned short rows, unsigned short cols,
@@ -185,7 +256,8 @@ pid_t spawn(struct exec_spec *s);
 /* --- container.c ---------------------------------------------------------------- */
 
 extern bool container_ready;
-void handle_container(const struct msg *m);
+/* Control message handlers return whether the VM must end (see on_ctl_frame). */
+bool handle_container(const struct msg *m);
 
 /* --- proc.c ----------------------------------------------------------------------- */
 
@@ -210,15 +282,14 @@ bool stdin_backlogged(void);
 frame_fn on_io_frame;
 void reap_children(int sigfd);
 void finish_processes(void);
-void handle_exec(const struct msg *m);
-void handle_winsize(const struct msg *m);
-void handle_signal(const struct msg *m);
+bool handle_exec(const struct msg *m);
+bool handle_winsize(const struct msg *m);
+bool handle_signal(const struct msg *m);
 
 /* --- main.c ------------------------------------------------------------------------ */
 
 noreturn void power_off(void);
 /* After main's EXIT (or a failed CONTAINER / main EXEC). */
 noreturn void shutdown_vm(void);
-frame_fn on_ctl_frame;
 
 #endif

@@ -2,6 +2,7 @@
 #include "agent.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -17,7 +18,7 @@ struct api_mount {
 	const char *data;
 };
 
-/* Targets are relative to the container root; mounted in this order. */
+/* Targets are relative to the container root (our cwd); mounted in this order. */
 static const struct api_mount api_mounts[] = {
 	{ "proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
 	{ "sysfs", "sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
@@ -37,8 +38,10 @@ static const struct {
 	{ "/proc/self/fd/2", "dev/stderr" },
 };
 
-/* Mounts the API filesystems inside the container root (cwd is NEWROOT).
- * Missing mount points are created on the container's own disk. */
+/* Mounts the API filesystems inside the container root, which is already our
+ * root: a mount point that is a symlink in the image resolves inside it, never
+ * into the initramfs. Missing mount points are created on the container's own
+ * disk. */
 static int mount_api_filesystems(char *err, size_t errlen)
 {
 	for (size_t i = 0; i < sizeof api_mounts / sizeof api_mounts[0]; i++) {
@@ -52,6 +55,12 @@ static int mount_api_filesystems(char *err, size_t errlen)
 				 errstr(errno));
 			return -1;
 		}
+	}
+	/* Our ptys come from this instance whatever the workload later does to
+	 * /dev/ptmx or /dev/pts (see open_pty). */
+	if ((pts_fd = open("dev/pts", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		snprintf(err, errlen, "open /dev/pts: %s", errstr(errno));
+		return -1;
 	}
 	/* The devtmpfs node would open the initial devpts instance, not ours. */
 	if (unlink("dev/ptmx") < 0 && errno != ENOENT) {
@@ -74,37 +83,25 @@ static int mount_api_filesystems(char *err, size_t errlen)
 /* Returns whether the container root is ready; otherwise ERROR has been sent. */
 static bool setup_container(const struct msg *m)
 {
-	const char *rootfs = msg_get(m, "rootfs");
-	const char *fstype = msg_get(m, "fstype");
-	const char *hostname = msg_get(m, "hostname");
-	char dev[256], err[512];
+	struct container_req r;
+	char dev[sizeof "/dev/" + MAX_DEVICE_NAME], err[512];
 
-	if (!fstype || !*fstype)
-		fstype = "ext4";
-	if (!rootfs || !*rootfs || strchr(rootfs, '/')) {
-		reply_error(0, STATUS_AGENT, "CONTAINER needs rootfs=<block device name>");
+	if (!decode_container(m, &r, err, sizeof err)) {
+		reply_error(0, STATUS_AGENT, "%s", err);
 		return false;
 	}
-	snprintf(dev, sizeof dev, "/dev/%s", rootfs);
+	snprintf(dev, sizeof dev, "/dev/%s", r.rootfs);
 	if (!wait_for_path(dev, DEVICE_WAIT_MS)) {
 		reply_error(0, STATUS_AGENT, "root disk %s did not appear", dev);
 		return false;
 	}
-	if (mount(dev, NEWROOT, fstype, 0, NULL) < 0) {
-		reply_error(0, STATUS_AGENT, "mount %s (%s) on %s: %s", dev, fstype, NEWROOT,
+	if (mount(dev, NEWROOT, r.fstype, 0, NULL) < 0) {
+		reply_error(0, STATUS_AGENT, "mount %s (%s) on %s: %s", dev, r.fstype, NEWROOT,
 			    errstr(errno));
 		return false;
 	}
 	if (chdir(NEWROOT) < 0) {
 		reply_error(0, STATUS_AGENT, "chdir %s: %s", NEWROOT, errstr(errno));
-		return false;
-	}
-	if (mount_api_filesystems(err, sizeof err) < 0) {
-		reply_error(0, STATUS_AGENT, "prepare the container root: %s", err);
-		return false;
-	}
-	if (hostname && *hostname && sethostname(hostname, strlen(hostname)) < 0) {
-		reply_error(0, STATUS_AGENT, "sethostname %s: %s", hostname, errstr(errno));
 		return false;
 	}
 	/* switch_root without deleting the initramfs: we stay PID 1 and keep the
@@ -113,19 +110,27 @@ static bool setup_container(const struct msg *m)
 		reply_error(0, STATUS_AGENT, "switch root: %s", errstr(errno));
 		return false;
 	}
+	if (mount_api_filesystems(err, sizeof err) < 0) {
+		reply_error(0, STATUS_AGENT, "prepare the container root: %s", err);
+		return false;
+	}
+	if (*r.hostname && sethostname(r.hostname, strlen(r.hostname)) < 0) {
+		reply_error(0, STATUS_AGENT, "sethostname %s: %s", r.hostname, errstr(errno));
+		return false;
+	}
 	return true;
 }
 
-void handle_container(const struct msg *m)
+bool handle_container(const struct msg *m)
 {
 	if (container_ready) {
 		reply_error(0, STATUS_AGENT, "the container is already set up");
-		return;
+		return false;
 	}
 	/* Without a root there is nothing left to do: end the VM. */
 	if (!setup_container(m))
-		shutdown_vm();
+		return true;
 	container_ready = true;
 	reply_ok();
+	return false;
 }
-

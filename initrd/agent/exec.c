@@ -16,6 +16,8 @@
 
 /* --- EXEC: the child ------------------------------------------------------------ */
 
+int null_fd = -1, pts_fd = -1;
+
 /* What a child that could not exec tells the agent; < PIPE_BUF, so one write. */
 struct exec_failure {
 	int status;
@@ -145,8 +147,9 @@ static noreturn void run_child(const struct exec_spec *s, int errfd)
 		if (fchown(s->child_fd[0], u->uid, (gid_t)-1) < 0) {
 			/* not fatal */
 		}
-	} else if (in < 0 && (in = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
-		child_fail(errfd, STATUS_AGENT, "open /dev/null: %s", errstr(errno));
+	} else if (in < 0) {
+		/* Ours, not the container's /dev/null, which could be anything. */
+		in = null_fd;
 	}
 	/* All our fds are >= 3 (0-2 are the console), so dup2 cannot clobber one. */
 	if (dup2(in, 0) < 0 || dup2(s->child_fd[1], 1) < 0 || dup2(s->child_fd[2], 2) < 0)
@@ -163,19 +166,20 @@ static noreturn void run_child(const struct exec_spec *s, int errfd)
 
 /* --- EXEC: the agent's side ------------------------------------------------------------ */
 
+/* Not through /dev/ptmx and /dev/pts/N: the workload may have replaced them
+ * (by a FIFO, say). The master comes from the devpts instance CONTAINER
+ * mounted, the slave from the master itself (TIOCGPTPEER). */
 static int open_pty(unsigned short rows, unsigned short cols, int *master, int *slave)
 {
-	char name[64];
 	struct winsize ws = { .ws_row = rows, .ws_col = cols };
 
-	*master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	*master = openat(pts_fd, "ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (*master < 0)
 		return -1;
-	if (grantpt(*master) < 0 || unlockpt(*master) < 0 ||
-	    ptsname_r(*master, name, sizeof name) != 0 ||
+	if (unlockpt(*master) < 0 ||
 	    /* Size before the fork, so the program never sees 0x0. */
 	    (rows && cols && ioctl(*master, TIOCSWINSZ, &ws) < 0) ||
-	    (*slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+	    (*slave = ioctl(*master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
 		int saved = errno;
 		close(*master);
 		errno = saved;

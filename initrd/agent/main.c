@@ -46,41 +46,10 @@ noreturn void shutdown_vm(void)
 	power_off();
 }
 
-/* --- control dispatch ----------------------------------------------------------------- */
+/* --- the ports --------------------------------------------------------------------------- */
 
 struct port ctl_port = { CTL_PORT_NAME, -1, CTL_MAX, on_ctl_frame, { 0 }, 0 };
 struct port io_port = { IO_PORT_NAME, -1, IO_MAX, on_io_frame, { 0 }, 0 };
-
-static const struct handler {
-	uint32_t type;
-	void (*fn)(const struct msg *m);
-} handlers[] = {
-	{ MSG_CONTAINER, handle_container },
-	{ MSG_EXEC, handle_exec },
-	{ MSG_WINSIZE, handle_winsize },
-	{ MSG_SIGNAL, handle_signal },
-};
-
-void on_ctl_frame(uint32_t type, const unsigned char *payload, uint32_t len)
-{
-	char *copy = malloc((size_t)len + 1);
-
-	if (!copy)
-		die("out of memory");
-	memcpy(copy, payload, len);
-	copy[len] = '\0';
-	struct msg m = { type, copy, len };
-	size_t i;
-	for (i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
-		if (handlers[i].type == type) {
-			handlers[i].fn(&m);
-			break;
-		}
-	}
-	if (i == sizeof handlers / sizeof handlers[0])
-		logmsg("ignoring unknown control message type %u", type);
-	free(copy);
-}
 
 /* --- start-up and the main loop ---------------------------------------------------------- */
 
@@ -241,6 +210,12 @@ int main(void)
 		proc_release(&procs[i]);
 	mount_early();
 	setup_stdio_and_log();
+	/* Ours, opened before CONTAINER makes the container's root ours: the
+	 * workload can replace its /proc and /dev/null (see read_untrusted, run_child). */
+	if ((proc_dir_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		die("open /proc: %s", errstr(errno));
+	if ((null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+		die("open /dev/null: %s", errstr(errno));
 	/* The OOM killer should pick the container's processes, never us. */
 	if (write_file("/proc/self/oom_score_adj", "-1000") < 0)
 		logmsg("oom_score_adj: %s", errstr(errno));

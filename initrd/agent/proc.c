@@ -39,6 +39,19 @@ static struct proc *proc_free_slot(void)
 	return NULL;
 }
 
+/* Ids of the last processes released: the host may still send stdin for
+ * them (it cannot know they are gone), which is no reason to complain. */
+static uint32_t gone[MAX_PROCS];
+static size_t gone_next;
+
+static bool recently_gone(uint32_t id)
+{
+	for (size_t i = 0; i < MAX_PROCS; i++)
+		if (gone[i] == id)
+			return true;
+	return false;
+}
+
 /* A tty process's in_fd/out_fd alias its pty, which lives until proc_release. */
 static void proc_close(struct proc *p, int *fd)
 {
@@ -49,6 +62,10 @@ static void proc_close(struct proc *p, int *fd)
 
 void proc_release(struct proc *p)
 {
+	if (p->used) {
+		gone[gone_next] = p->id;
+		gone_next = (gone_next + 1) % MAX_PROCS;
+	}
 	proc_close(p, &p->in_fd);
 	proc_close(p, &p->out_fd);
 	proc_close(p, &p->err_fd);
@@ -110,14 +127,27 @@ bool stdin_backlogged(void)
 	return false;
 }
 
-/* I/O port frame from the host: only stdin streams flow this way. */
+/* I/O port frame from the host: only stdin streams flow this way. Anything
+ * else is dropped, and logged (a few times) when it cannot be a race. */
 void on_io_frame(uint32_t stream, const unsigned char *data, uint32_t len)
 {
-	if (stream % 4 != KIND_STDIN)
+	static unsigned bad_frames;
+	uint32_t id = stream / 4;
+
+	if (stream % 4 != KIND_STDIN) {
+		log_limited(&bad_frames, "dropping an I/O frame for stream %u (kind %u is not stdin)",
+			    stream, stream % 4);
 		return;
-	struct proc *p = proc_by_id(stream / 4);
-	/* Unknown id, stdin=0, or the process closed its stdin: drop. */
-	if (!p || p->in_fd < 0 || p->stdin_eof)
+	}
+	struct proc *p = proc_by_id(id);
+	if (!p) {
+		if (id == 0 || !recently_gone(id))
+			log_limited(&bad_frames, "dropping %s for unknown process %u",
+				    len ? "stdin" : "stdin EOF", id);
+		return;
+	}
+	/* stdin=0, or the process closed its stdin: drop. */
+	if (p->in_fd < 0 || p->stdin_eof)
 		return;
 	if (len == 0) {
 		/* Closing a pty's stdin would hang up the terminal; ignore EOF. */
@@ -177,64 +207,45 @@ void finish_processes(void)
 /* Returns whether the process runs; otherwise ERROR has been sent. */
 static bool start_process(const struct msg *m, bool *is_main_out)
 {
-	unsigned long id, tty, rows, cols, want_stdin, is_main;
 	struct exec_spec s = { .child_fd = { -1, -1, -1 } };
-	const char **argv = NULL, **envp = NULL;
-	char err[512], home_env[300];
+	struct exec_req r;
+	char err[512], home_env[MAX_HOME + 5];
 	int ours[3] = { -1, -1, -1 };
-	struct proc *p;
+	struct proc *p = NULL;
+	bool ok = decode_exec(m, &r, err, sizeof err);
 
-	*is_main_out = msg_uint(m, "main", 0, 1, &is_main) && is_main;
-	if (!msg_uint(m, "id", 0, MAX_ID, &id) || id == 0) {
-		reply_error(0, STATUS_AGENT, "EXEC without a valid id");
-		return false;
-	}
-	s.id = (uint32_t)id;
-	if (!msg_uint(m, "tty", 0, 1, &tty) || !msg_uint(m, "rows", 0, 0xffff, &rows) ||
-	    !msg_uint(m, "cols", 0, 0xffff, &cols) || !msg_uint(m, "stdin", 0, 1, &want_stdin) ||
-	    !msg_uint(m, "main", 0, 1, &is_main)) {
-		reply_error(s.id, STATUS_AGENT, "EXEC with a malformed number");
-		return false;
+	*is_main_out = r.main;
+	s.id = r.id;
+	if (!ok) {
+		reply_error(r.id, STATUS_AGENT, "%s", err);
+		goto out;
 	}
 	if (!container_ready) {
 		reply_error(s.id, STATUS_AGENT, "EXEC before CONTAINER");
-		return false;
+		goto out;
 	}
 	if (proc_by_id(s.id)) {
 		reply_error(s.id, STATUS_AGENT, "process id %u is already in use", s.id);
-		return false;
+		goto out;
 	}
 	if (!(p = proc_free_slot())) {
 		reply_error(s.id, STATUS_AGENT, "too many processes (%d)", MAX_PROCS);
-		return false;
+		goto out;
 	}
-	size_t argc = msg_list(m, "arg", NULL), envc = msg_list(m, "env", NULL);
-	if (argc == 0) {
-		reply_error(s.id, STATUS_AGENT, "EXEC without a command");
-		return false;
-	}
-	argv = calloc(argc + 1, sizeof *argv);
-	envp = calloc(envc + 2, sizeof *envp); /* + HOME + NULL */
-	if (!argv || !envp)
-		die("out of memory");
-	msg_list(m, "arg", argv);
-	msg_list(m, "env", envp);
-	s.argv = argv;
-	s.envp = envp;
-	s.tty = tty;
-	s.cwd = msg_get(m, "cwd");
-	if (!s.cwd || !*s.cwd)
-		s.cwd = "/";
+	s.argv = r.argv;
+	s.envp = r.envp;
+	s.tty = r.tty;
+	s.cwd = r.cwd;
 
-	if (resolve_user(msg_get(m, "user"), &s.user, err, sizeof err) < 0) {
+	if (resolve_user(r.user, &s.user, err, sizeof err) < 0) {
 		reply_error(s.id, STATUS_AGENT, "%s", err);
 		goto out;
 	}
-	if (!env_get(envp, "HOME")) {
+	if (!env_get(r.envp, "HOME")) {
 		snprintf(home_env, sizeof home_env, "HOME=%s", s.user.home);
-		envp[envc] = home_env;
+		r.envp[r.envc] = home_env;
 	}
-	if (make_stdio(&s, want_stdin, (unsigned short)rows, (unsigned short)cols, ours) < 0) {
+	if (make_stdio(&s, r.want_stdin, r.rows, r.cols, ours) < 0) {
 		reply_error(s.id, STATUS_AGENT, "create stdio: %s", errstr(errno));
 		goto out;
 	}
@@ -249,59 +260,65 @@ static bool start_process(const struct msg *m, bool *is_main_out)
 	}
 	*p = (struct proc){
 		.used = true,
-		.main = is_main,
+		.main = r.main,
 		.tty = s.tty,
 		.id = s.id,
 		.pid = pid,
 		.pty = s.tty ? ours[0] : -1,
 		/* Without stdin=1 a tty gets no input either (docker -t without -i). */
-		.in_fd = s.tty && !want_stdin ? -1 : ours[0],
+		.in_fd = s.tty && !r.want_stdin ? -1 : ours[0],
 		.out_fd = ours[1],
 		.err_fd = s.tty ? -1 : ours[2],
 	};
 	reply_started(s.id, pid);
 out:
-	free(argv);
-	free(envp);
-	return p->used;
+	exec_req_free(&r);
+	return p && p->used;
 }
 
-void handle_exec(const struct msg *m)
+bool handle_exec(const struct msg *m)
 {
 	bool is_main = false;
 
 	/* The container ends with its main process, also one that never ran. */
-	if (!start_process(m, &is_main) && is_main)
-		shutdown_vm();
+	return !start_process(m, &is_main) && is_main;
 }
 
 /* --- WINSIZE, SIGNAL --------------------------------------------------------------- */
 
-void handle_winsize(const struct msg *m)
-{
-	unsigned long id, rows, cols;
+/* Neither has a reply to carry an error: a bad one is logged and ignored. */
+static unsigned bad_requests;
 
-	if (!msg_uint(m, "id", 0, MAX_ID, &id) || !msg_uint(m, "rows", 0, 0xffff, &rows) ||
-	    !msg_uint(m, "cols", 0, 0xffff, &cols))
-		return;
-	struct proc *p = proc_by_id((uint32_t)id);
+bool handle_winsize(const struct msg *m)
+{
+	struct winsize_req r;
+	char err[256];
+
+	if (!decode_winsize(m, &r, err, sizeof err)) {
+		log_limited(&bad_requests, "ignoring %s", err);
+		return false;
+	}
+	struct proc *p = proc_by_id(r.id);
 	if (!p || p->pty < 0)
-		return;
+		return false;
 	/* The kernel sends SIGWINCH to the terminal's foreground process group. */
-	struct winsize ws = { .ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols };
+	struct winsize ws = { .ws_row = r.rows, .ws_col = r.cols };
 	if (ioctl(p->pty, TIOCSWINSZ, &ws) < 0)
-		logmsg("TIOCSWINSZ for process %lu: %s", id, errstr(errno));
+		logmsg("TIOCSWINSZ for process %u: %s", r.id, errstr(errno));
+	return false;
 }
 
-void handle_signal(const struct msg *m)
+bool handle_signal(const struct msg *m)
 {
-	unsigned long id, sig;
+	struct signal_req r;
+	char err[256];
 
-	if (!msg_uint(m, "id", 0, MAX_ID, &id) || !msg_uint(m, "signal", 0, NSIG - 1, &sig) ||
-	    sig == 0)
-		return;
-	struct proc *p = proc_by_id((uint32_t)id);
-	if (p && !p->exited && kill(p->pid, (int)sig) < 0)
-		logmsg("kill %d %lu: %s", (int)p->pid, sig, errstr(errno));
+	if (!decode_signal(m, &r, err, sizeof err)) {
+		log_limited(&bad_requests, "ignoring %s", err);
+		return false;
+	}
+	struct proc *p = proc_by_id(r.id);
+	if (p && !p->exited && kill(p->pid, r.signal) < 0)
+		logmsg("kill %d %d: %s", (int)p->pid, r.signal, errstr(errno));
+	return false;
 }
-

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 /* --- ports ------------------------------------------------------------------ */
@@ -19,7 +20,29 @@ void send_frame(struct port *port, uint32_t first, unsigned char *frame, uint32_
 	write_all(port->fd, frame, HEADER_SIZE + (size_t)len, port->name);
 }
 
-/* Reads what the port has and hands every complete frame to its handler. */
+/* Hands every complete frame in port->in to the port's handler. Returns -1,
+ * leaving the bad frame in place, when a header announces more than the
+ * port's limit: the stream can no longer be trusted to be in sync. */
+int port_dispatch(struct port *port)
+{
+	while (buf_size(&port->in) >= HEADER_SIZE) {
+		const unsigned char *p = port->in.data + port->in.off;
+		uint32_t first = get_be32(p), len = get_be32(p + 4);
+		if (len > port->max_payload) {
+			logmsg("%s: frame of %u bytes exceeds the %u limit", port->name, len,
+			       port->max_payload);
+			return -1;
+		}
+		if (buf_size(&port->in) < HEADER_SIZE + (size_t)len)
+			break;
+		port->on_frame(first, p + HEADER_SIZE, len);
+		buf_consume(&port->in, HEADER_SIZE + (size_t)len);
+	}
+	return 0;
+}
+
+/* Reads what the port has and hands every complete frame to its handler.
+ * port->in never holds more than one partial frame plus IO_MAX bytes. */
 void read_port(struct port *port)
 {
 	buf_reserve(&port->in, IO_MAX);
@@ -34,18 +57,9 @@ void read_port(struct port *port)
 		die("read from %s: %s", port->name, errstr(errno));
 	}
 	port->in.len += (size_t)n;
-
-	while (buf_size(&port->in) >= HEADER_SIZE) {
-		const unsigned char *p = port->in.data + port->in.off;
-		uint32_t first = get_be32(p), len = get_be32(p + 4);
-		if (len > port->max_payload)
-			die("%s: frame of %u bytes exceeds the %u limit", port->name, len,
-			    port->max_payload);
-		if (buf_size(&port->in) < HEADER_SIZE + (size_t)len)
-			break;
-		port->on_frame(first, p + HEADER_SIZE, len);
-		buf_consume(&port->in, HEADER_SIZE + (size_t)len);
-	}
+	/* docs/protocol.md: a peer that receives more gives up. */
+	if (port_dispatch(port) < 0)
+		die("%s: the host's stream is corrupt", port->name);
 }
 
 /* Finds the /dev node of the virtio-serial port the host named `want`. */
@@ -92,13 +106,56 @@ void open_port(struct port *port)
 
 /* --- control messages: decoding and replies --------------------------------- */
 
+/*
+ * Copies a control payload into m (NUL-terminated, so every record is a C
+ * string even if the host's last one is not) and checks its shape: every
+ * record must be `key=value` with a non-empty key and end in a NUL. Returns
+ * false with m->error set otherwise; m is usable either way (msg_get then
+ * sees only well-formed records). Free with msg_free.
+ */
+bool msg_decode(uint32_t type, const unsigned char *payload, uint32_t len, struct msg *m)
+{
+	char *copy = malloc((size_t)len + 1);
+
+	if (!copy)
+		die("out of memory");
+	memcpy(copy, payload, len);
+	copy[len] = '\0';
+	*m = (struct msg){ .type = type, .payload = copy, .len = len };
+	if (len > 0 && payload[len - 1] != '\0') {
+		snprintf(m->error, sizeof m->error, "its last record does not end in NUL");
+		return false;
+	}
+	size_t i = 0;
+	FOR_EACH_RECORD(m, rec) {
+		i++;
+		const char *eq = strchr(rec, '=');
+		if (!eq || eq == rec) {
+			snprintf(m->error, sizeof m->error, "record %zu is not key=value", i);
+			return false;
+		}
+	}
+	return true;
+}
+
+void msg_free(struct msg *m)
+{
+	free((char *)m->payload);
+	m->payload = NULL;
+}
+
+static bool key_is(const char *rec, const char *key, size_t klen)
+{
+	return strncmp(rec, key, klen) == 0 && rec[klen] == '=';
+}
+
 /* Value of the first `key=` record, or NULL. */
 const char *msg_get(const struct msg *m, const char *key)
 {
 	size_t klen = strlen(key);
 
 	FOR_EACH_RECORD(m, rec) {
-		if (strncmp(rec, key, klen) == 0 && rec[klen] == '=')
+		if (key_is(rec, key, klen))
 			return rec + klen + 1;
 	}
 	return NULL;
@@ -110,7 +167,7 @@ size_t msg_list(const struct msg *m, const char *key, const char **out)
 	size_t klen = strlen(key), n = 0;
 
 	FOR_EACH_RECORD(m, rec) {
-		if (strncmp(rec, key, klen) == 0 && rec[klen] == '=') {
+		if (key_is(rec, key, klen)) {
 			if (out)
 				out[n] = rec + klen + 1;
 			n++;
@@ -119,7 +176,8 @@ size_t msg_list(const struct msg *m, const char *key, const char **out)
 	return n;
 }
 
-/* A missing key gives dflt; a malformed or too large number gives false. */
+/* A missing or empty key gives dflt; a malformed or too large number gives
+ * false: only decimal digits, no sign, no spaces, at most max. */
 bool msg_uint(const struct msg *m, const char *key, unsigned long dflt, unsigned long max,
 	      unsigned long *out)
 {
@@ -202,3 +260,38 @@ void reply_exit(uint32_t id, int status)
 	reply_send(MSG_EXIT, &r);
 }
 
+/* --- control dispatch ----------------------------------------------------------------- */
+
+static const struct handler {
+	uint32_t type;
+	bool (*fn)(const struct msg *m);
+} handlers[] = {
+	{ MSG_CONTAINER, handle_container },
+	{ MSG_EXEC, handle_exec },
+	{ MSG_WINSIZE, handle_winsize },
+	{ MSG_SIGNAL, handle_signal },
+};
+
+/* Every handler gets the message, well-formed or not (m.error says): those
+ * that answer reply ERROR, the others log it. A failed CONTAINER or main EXEC
+ * ends the VM: nothing else ever could. */
+void on_ctl_frame(uint32_t type, const unsigned char *payload, uint32_t len)
+{
+	static unsigned unknown_types;
+	struct msg m;
+	bool end = false;
+	size_t i;
+
+	msg_decode(type, payload, len, &m);
+	for (i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
+		if (handlers[i].type == type) {
+			end = handlers[i].fn(&m);
+			break;
+		}
+	}
+	if (i == sizeof handlers / sizeof handlers[0])
+		log_limited(&unknown_types, "ignoring unknown control message type %u", type);
+	msg_free(&m);
+	if (end)
+		shutdown_vm();
+}

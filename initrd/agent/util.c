@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,18 +15,44 @@
 
 int log_fd = 2;
 
-void logmsg(const char *fmt, ...)
+/* Text from the host or the container may end up here: control characters
+ * become '?' so nothing can forge console lines or send terminal escapes. */
+static void vlogmsg(const char *fmt, va_list ap)
 {
 	char text[900], line[1024];
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(text, sizeof text, fmt, ap);
-	va_end(ap);
+	for (char *p = text; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	int n = snprintf(line, sizeof line, "hyperrun-agent: %s\n", text);
 	if (write(log_fd, line, (size_t)n) < 0) {
 		/* nowhere left to complain */
 	}
+}
+
+void logmsg(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlogmsg(fmt, ap);
+	va_end(ap);
+}
+
+void log_limited(unsigned *count, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (*count > LOG_BURST)
+		return;
+	if (++*count > LOG_BURST) {
+		logmsg("(more messages like the previous ones are not logged)");
+		return;
+	}
+	va_start(ap, fmt);
+	vlogmsg(fmt, ap);
+	va_end(ap);
 }
 
 const char *errstr(int err)
@@ -80,9 +107,11 @@ bool wait_for_path(const char *path, int timeout_ms)
 	return true;
 }
 
+/* O_NONBLOCK: in a child the path is the container's, and a FIFO put there
+ * must not hang the child (and the agent waiting for its exec report). */
 int write_file(const char *path, const char *text)
 {
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	int fd = open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
 	ssize_t n = write(fd, text, strlen(text));
@@ -184,3 +213,102 @@ void buf_free(struct buf *b)
 	*b = (struct buf){ 0 };
 }
 
+
+/* --- reading files the container controls ------------------------------------ */
+
+int proc_dir_fd = -1;
+
+/*
+ * Opens path without side effects (O_PATH opens no device, FIFO or tty),
+ * accepts only a regular file of at most cap bytes, reopens that very inode
+ * through our own /proc (not the container's, which the workload may replace)
+ * and reads it non-blocking. Symlinks are followed: they resolve inside the
+ * agent's root, which is the container's root once CONTAINER has run.
+ */
+int read_untrusted(const char *path, size_t cap, char **out, size_t *outlen, char *err,
+		   size_t errlen)
+{
+	struct stat st, st2;
+	char link[64];
+	char *data = NULL;
+	size_t len = 0, size;
+	int fd = -1;
+
+	*out = NULL;
+	*outlen = 0;
+	int pfd = open(path, O_PATH | O_CLOEXEC);
+	if (pfd < 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return 1;
+		snprintf(err, errlen, "open %s: %s", path, errstr(errno));
+		return -1;
+	}
+	if (fstat(pfd, &st) < 0) {
+		snprintf(err, errlen, "stat %s: %s", path, errstr(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s is not a regular file", path);
+		goto fail;
+	}
+	if (st.st_size < 0 || (unsigned long long)st.st_size > cap)
+		goto too_large;
+	snprintf(link, sizeof link, "self/fd/%d", pfd);
+	fd = openat(proc_dir_fd, link, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "open %s: %s", path, errstr(errno));
+		goto fail;
+	}
+	if (fstat(fd, &st2) < 0 || st2.st_dev != st.st_dev || st2.st_ino != st.st_ino) {
+		snprintf(err, errlen, "%s changed while it was opened", path);
+		goto fail;
+	}
+	/* The size may change under us: read up to cap + 1 bytes to tell. */
+	size = (size_t)st.st_size + 1;
+	if (size < 4096)
+		size = 4096;
+	if (size > cap + 1)
+		size = cap + 1;
+	if (!(data = malloc(size + 1)))
+		die("out of memory");
+	for (;;) {
+		if (len == size) {
+			if (size > cap)
+				goto too_large;
+			size = size > (cap + 1) / 2 ? cap + 1 : size * 2;
+			char *grown = realloc(data, size + 1);
+			if (!grown)
+				die("out of memory");
+			data = grown;
+		}
+		ssize_t n = read(fd, data + len, size - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "read %s: %s", path, errstr(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len > cap)
+		goto too_large;
+	data[len] = '\0';
+	close(fd);
+	close(pfd);
+	*out = data;
+	*outlen = len;
+	return 0;
+too_large:
+	if (cap % (1u << 20) == 0)
+		snprintf(err, errlen, "%s is larger than %zu MiB", path, cap >> 20);
+	else
+		snprintf(err, errlen, "%s is larger than %zu bytes", path, cap);
+fail:
+	free(data);
+	if (fd >= 0)
+		close(fd);
+	close(pfd);
+	return -1;
+}
