@@ -99,7 +99,7 @@ noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 long long now_ms(void);
 void sleep_ms(long ms);
 bool wait_for_path(const char *path, int timeout_ms);
-int write_file(const char *path, const char *text);
+int write_file(int dirfd, const char *path, const char *text);
 void write_all(int fd, const void *data, size_t len, const char *what);
 void put_be32(unsigned char *p, uint32_t v);
 uint32_t get_be32(const unsigned char *p);

@@ -136,7 +136,8 @@ static noreturn void run_child(const struct exec_spec *s, int errfd)
 		signal(sig, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	write_file("/proc/self/oom_score_adj", "0");
+	/* Through our /proc: the container's may not be a real one. */
+	write_file(proc_dir_fd, "self/oom_score_adj", "0");
 
 	if (setsid() < 0)
 		child_fail(errfd, STATUS_AGENT, "setsid: %s", errstr(errno));

@@ -217,7 +217,7 @@ int main(void)
 	if ((null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
 		die("open /dev/null: %s", errstr(errno));
 	/* The OOM killer should pick the container's processes, never us. */
-	if (write_file("/proc/self/oom_score_adj", "-1000") < 0)
+	if (write_file(proc_dir_fd, "self/oom_score_adj", "-1000") < 0)
 		logmsg("oom_score_adj: %s", errstr(errno));
 	int sigfd = setup_signals();
 	open_port(&ctl_port);

@@ -107,11 +107,10 @@ bool wait_for_path(const char *path, int timeout_ms)
 	return true;
 }
 
-/* O_NONBLOCK: in a child the path is the container's, and a FIFO put there
- * must not hang the child (and the agent waiting for its exec report). */
-int write_file(const char *path, const char *text)
+/* path is relative to dirfd (or absolute). Never blocks, whatever is there. */
+int write_file(int dirfd, const char *path, const char *text)
 {
-	int fd = open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	int fd = openat(dirfd, path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
 	ssize_t n = write(fd, text, strlen(text));
