@@ -1,0 +1,175 @@
+/*
+ * Control messages into validated requests. Everything here comes from the
+ * host and is checked before anything acts on it: a request that is not
+ * exactly understood is refused as a whole (docs/protocol.md, "What the agent
+ * does with malformed input").
+ */
+#include "agent.h"
+
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static bool fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return false;
+}
+
+/* Keys that name one value must not repeat: which one would count? */
+static bool once(const struct msg *m, const char *const *keys, const char *what, char *err,
+		 size_t errlen)
+{
+	for (; *keys; keys++)
+		if (msg_list(m, *keys, NULL) > 1)
+			return fail(err, errlen, "%s with more than one %s", what, *keys);
+	return true;
+}
+
+/* Numbers: `key` absent or empty is dflt. */
+static bool number(const struct msg *m, const char *key, unsigned long dflt, unsigned long max,
+		   unsigned long *out, const char *what, char *err, size_t errlen)
+{
+	if (msg_uint(m, key, dflt, max, out))
+		return true;
+	return fail(err, errlen, "%s with a malformed %s (want 0 to %lu)", what, key, max);
+}
+
+void exec_req_free(struct exec_req *r)
+{
+	free(r->argv);
+	free(r->envp);
+	r->argv = r->envp = NULL;
+}
+
+bool decode_exec(const struct msg *m, struct exec_req *r, char *err, size_t errlen)
+{
+	static const char *const scalars[] = { "id",   "cwd",  "user", "tty",
+					       "rows", "cols", "stdin", "main", NULL };
+	unsigned long id, v;
+
+	*r = (struct exec_req){ .cwd = "/", .user = "" };
+	/* Best effort first, for the reply: its id, and whether a failure must
+	 * end the VM (a main process that never runs). */
+	if (msg_list(m, "id", NULL) == 1 && msg_uint(m, "id", 0, MAX_ID, &id))
+		r->id = (uint32_t)id;
+	if (msg_list(m, "main", NULL) == 1 && msg_uint(m, "main", 0, 1, &v))
+		r->main = v;
+
+	if (m->error[0])
+		return fail(err, errlen, "malformed EXEC: %s", m->error);
+	if (!once(m, scalars, "EXEC", err, errlen))
+		return false;
+	if (r->id == 0)
+		return fail(err, errlen, "EXEC without a valid id (want 1 to %lu)",
+			    (unsigned long)MAX_ID);
+	if (!number(m, "tty", 0, 1, &v, "EXEC", err, errlen))
+		return false;
+	r->tty = v;
+	if (!number(m, "stdin", 0, 1, &v, "EXEC", err, errlen))
+		return false;
+	r->want_stdin = v;
+	if (!number(m, "main", 0, 1, &v, "EXEC", err, errlen))
+		return false;
+	if (!number(m, "rows", 0, 0xffff, &v, "EXEC", err, errlen))
+		return false;
+	r->rows = (unsigned short)v;
+	if (!number(m, "cols", 0, 0xffff, &v, "EXEC", err, errlen))
+		return false;
+	r->cols = (unsigned short)v;
+
+	const char *cwd = msg_get(m, "cwd");
+	if (cwd && *cwd)
+		r->cwd = cwd;
+	if (strlen(r->cwd) >= PATH_MAX)
+		return fail(err, errlen, "EXEC with a cwd longer than %d bytes", PATH_MAX - 1);
+	const char *user = msg_get(m, "user");
+	if (user)
+		r->user = user;
+
+	r->argc = msg_list(m, "arg", NULL);
+	r->envc = msg_list(m, "env", NULL);
+	if (r->argc == 0)
+		return fail(err, errlen, "EXEC without a command");
+	if (r->argc > MAX_ARGS)
+		return fail(err, errlen, "EXEC with %zu arguments (at most %d)", r->argc, MAX_ARGS);
+	if (r->envc > MAX_ENV)
+		return fail(err, errlen, "EXEC with %zu environment variables (at most %d)",
+			    r->envc, MAX_ENV);
+	r->argv = calloc(r->argc + 1, sizeof *r->argv);
+	r->envp = calloc(r->envc + 2, sizeof *r->envp); /* + HOME + NULL */
+	if (!r->argv || !r->envp)
+		die("out of memory");
+	msg_list(m, "arg", r->argv);
+	msg_list(m, "env", r->envp);
+	return true;
+}
+
+bool decode_container(const struct msg *m, struct container_req *r, char *err, size_t errlen)
+{
+	static const char *const scalars[] = { "rootfs", "fstype", "hostname", NULL };
+
+	*r = (struct container_req){ .fstype = "ext4", .hostname = "" };
+	if (m->error[0])
+		return fail(err, errlen, "malformed CONTAINER: %s", m->error);
+	if (!once(m, scalars, "CONTAINER", err, errlen))
+		return false;
+	r->rootfs = msg_get(m, "rootfs");
+	if (!r->rootfs || !*r->rootfs || strchr(r->rootfs, '/') || strcmp(r->rootfs, ".") == 0 ||
+	    strcmp(r->rootfs, "..") == 0 || strlen(r->rootfs) > MAX_DEVICE_NAME)
+		return fail(err, errlen, "CONTAINER needs rootfs=<block device name>");
+	const char *fstype = msg_get(m, "fstype");
+	if (fstype && *fstype)
+		r->fstype = fstype;
+	if (strlen(r->fstype) > MAX_FSTYPE)
+		return fail(err, errlen, "CONTAINER with an fstype longer than %d bytes", MAX_FSTYPE);
+	const char *hostname = msg_get(m, "hostname");
+	if (hostname)
+		r->hostname = hostname;
+	if (strlen(r->hostname) > HOST_NAME_MAX)
+		return fail(err, errlen, "CONTAINER with a hostname longer than %d bytes",
+			    HOST_NAME_MAX);
+	return true;
+}
+
+bool decode_winsize(const struct msg *m, struct winsize_req *r, char *err, size_t errlen)
+{
+	static const char *const scalars[] = { "id", "rows", "cols", NULL };
+	unsigned long id, rows, cols;
+
+	if (m->error[0])
+		return fail(err, errlen, "malformed WINSIZE: %s", m->error);
+	if (!once(m, scalars, "WINSIZE", err, errlen))
+		return false;
+	if (!msg_uint(m, "id", 0, MAX_ID, &id) || id == 0)
+		return fail(err, errlen, "WINSIZE without a valid id");
+	if (!number(m, "rows", 0, 0xffff, &rows, "WINSIZE", err, errlen) ||
+	    !number(m, "cols", 0, 0xffff, &cols, "WINSIZE", err, errlen))
+		return false;
+	*r = (struct winsize_req){ (uint32_t)id, (unsigned short)rows, (unsigned short)cols };
+	return true;
+}
+
+bool decode_signal(const struct msg *m, struct signal_req *r, char *err, size_t errlen)
+{
+	static const char *const scalars[] = { "id", "signal", NULL };
+	unsigned long id, sig;
+
+	if (m->error[0])
+		return fail(err, errlen, "malformed SIGNAL: %s", m->error);
+	if (!once(m, scalars, "SIGNAL", err, errlen))
+		return false;
+	if (!msg_uint(m, "id", 0, MAX_ID, &id) || id == 0)
+		return fail(err, errlen, "SIGNAL without a valid id");
+	if (!msg_uint(m, "signal", 0, NSIG - 1, &sig) || sig == 0)
+		return fail(err, errlen, "SIGNAL without a valid signal (want 1 to %d)", NSIG - 1);
+	*r = (struct signal_req){ (uint32_t)id, (int)sig };
+	return true;
+}
