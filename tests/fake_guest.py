@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from hyperrun.vm.protocol import HEADER, Msg, Stream, frame, stream_id
 from hyperrun.vm.session import GuestSession
@@ -43,29 +44,16 @@ def exited(pid: int = 1, status: str | int | bytes = 0) -> bytes:
     return ctl(Msg.EXIT, ("id", pid), ("status", status))
 
 
-class FakeGuest:
-    """Socket pairs for ctl and io; `play` runs a script as the guest in a thread."""
+class GuestEnd:
+    """The guest's ends of the two channels."""
 
-    def __init__(self) -> None:
-        host_ctl, self.ctl = socket.socketpair()
-        host_io, self.io = socket.socketpair()
-        self.session = GuestSession(host_ctl, host_io)
-        self._thread: threading.Thread | None = None
-
-    def play(self, script: Callable[[FakeGuest], None]) -> None:
-        def run() -> None:
-            try:
-                script(self)
-            except OSError:
-                pass  # the host hung up on us, as it should once it gives up
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
+    def __init__(self, ctl: socket.socket, io: socket.socket) -> None:
+        self.ctl = ctl
+        self.io = io
 
     def read_frame(self) -> tuple[int, bytes]:
         """One frame the host sent on the control channel (type, payload)."""
-        header = self._read_exactly(HEADER.size)
-        kind, length = HEADER.unpack(header)
+        kind, length = HEADER.unpack(self._read_exactly(HEADER.size))
         return kind, self._read_exactly(length)
 
     def _read_exactly(self, n: int) -> bytes:
@@ -77,6 +65,36 @@ class FakeGuest:
             buf += chunk
         return buf
 
+
+Script = Callable[[GuestEnd], None]
+
+
+def play(script: Script, end: Callable[[], GuestEnd]) -> threading.Thread:
+    """Run script on the guest end that `end` returns, in a thread."""
+    def run() -> None:
+        try:
+            script(end())
+        except OSError:
+            pass  # the host hung up on us, as it should once it gives up
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+class FakeGuest(GuestEnd):
+    """Socket pairs for ctl and io, a GuestSession on the host ends; `play` runs a script."""
+
+    def __init__(self) -> None:
+        host_ctl, ctl = socket.socketpair()
+        host_io, io = socket.socketpair()
+        super().__init__(ctl, io)
+        self.session = GuestSession(host_ctl, host_io)
+        self._thread: threading.Thread | None = None
+
+    def play(self, script: Script) -> None:
+        self._thread = play(script, lambda: self)
+
     def close(self) -> None:
         for sock in (self.session.ctl, self.session.io):
             sock.close()
@@ -84,3 +102,34 @@ class FakeGuest:
             self._thread.join(timeout=10)
         self.ctl.close()
         self.io.close()
+
+
+class ListeningGuest:
+    """UNIX sockets where libvirt would put the channels; the guest plays once the host
+    has connected to both, as it does in `_boot_and_run`."""
+
+    def __init__(self, ctl_path: Path, io_path: Path) -> None:
+        self.servers = []
+        for path in (ctl_path, io_path):
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(path))
+            server.listen(1)
+            self.servers.append(server)
+        self.end: GuestEnd | None = None
+        self._thread: threading.Thread | None = None
+
+    def _accept(self) -> GuestEnd:
+        self.end = GuestEnd(self.servers[0].accept()[0], self.servers[1].accept()[0])
+        return self.end
+
+    def play(self, script: Script) -> None:
+        self._thread = play(script, self._accept)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.end is not None:
+            self.end.ctl.close()
+            self.end.io.close()

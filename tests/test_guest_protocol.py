@@ -13,11 +13,22 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_guest import FakeGuest, ctl, eofs, exited, out, records, started
+from fake_guest import (
+    FakeGuest,
+    GuestEnd,
+    ListeningGuest,
+    Script,
+    ctl,
+    eofs,
+    exited,
+    out,
+    records,
+    started,
+)
 
 from hyperrun import cli, log
 from hyperrun.errors import BootFailed, ContainerError, GuestGone, HyperrunError, ProtocolError
@@ -51,9 +62,9 @@ def guest() -> Iterator[FakeGuest]:
     g.close()
 
 
-def after(expected: Msg, *steps: Step) -> Callable[[FakeGuest], None]:
+def after(expected: Msg, *steps: Step) -> Script:
     """A guest script: wait for the host's `expected` message, then send the steps."""
-    def script(g: FakeGuest) -> None:
+    def script(g: GuestEnd) -> None:
         kind, _ = g.read_frame()
         assert kind == expected
         for channel, data in steps:
@@ -371,7 +382,7 @@ def test_eofs_twice_and_before_exit(guest: FakeGuest) -> None:
 
 @pytest.mark.parametrize("channel", ["ctl", "io"])
 def test_guest_hangs_up_while_pumping(guest: FakeGuest, channel: str) -> None:
-    def script(g: FakeGuest) -> None:
+    def script(g: GuestEnd) -> None:
         after(Msg.EXEC, ("ctl", started()))(g)
         (g.ctl if channel == "ctl" else g.io).close()
 
@@ -379,3 +390,69 @@ def test_guest_hangs_up_while_pumping(guest: FakeGuest, channel: str) -> None:
     guest.session.start(1, SPEC, None, main=True, alive=alive)
     with pytest.raises(GuestGone):
         guest.session.pump(1, tty=False, stdin_fd=None)
+
+
+# -- through containers/run.py's _boot_and_run, libvirt replaced by a fake -------------------
+
+class FakeDomain:
+    def __init__(self) -> None:
+        self.destroyed = False
+
+    def isActive(self) -> bool:  # noqa: N802 - libvirt's name
+        return not self.destroyed
+
+    def destroy(self) -> None:
+        self.destroyed = True
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.domain = FakeDomain()
+
+    def createXML(self, _xml: str, _flags: int) -> FakeDomain:  # noqa: N802 - libvirt's name
+        return self.domain
+
+
+def boot_and_run(tmp_path: Path, *steps: Step) -> tuple[FakeConnection, Exception]:
+    """_boot_and_run against a guest playing CONTAINER -> OK, then `steps` after EXEC."""
+    from hyperrun.containers.run import _boot_and_run
+    from hyperrun.spec import Accel, VmSpec
+
+    vm = VmSpec(name="t", uuid="00000000-0000-0000-0000-000000000000", accel=Accel.TCG,
+                vcpus=1, memory_mib=64, kernel=tmp_path / "k", initrd=tmp_path / "i",
+                cmdline="", overlay=tmp_path / "o", base=tmp_path / "b",
+                ctl_socket=tmp_path / "ctl.sock", io_socket=tmp_path / "io.sock",
+                console_log=tmp_path / "console.log")
+    vm.console_log.write_text("[ 0.1] booting\n" + HOSTILE + "\n")
+    listening = ListeningGuest(vm.ctl_socket, vm.io_socket)
+
+    def script(g: GuestEnd) -> None:
+        after(Msg.CONTAINER, ("ctl", frame(Msg.OK, b"")))(g)
+        after(Msg.EXEC, *steps)(g)
+
+    listening.play(script)
+    conn = FakeConnection()
+    try:
+        with pytest.raises(HyperrunError) as info:
+            _boot_and_run(conn, vm, SPEC, "h", None)  # type: ignore[arg-type]
+    finally:
+        listening.close()
+    return conn, info.value
+
+
+def test_protocol_violation_stops_the_vm(tmp_path: Path) -> None:
+    conn, exc = boot_and_run(tmp_path, ("ctl", started()), ("io", eofs(1)),
+                             ("ctl", exited(1, 256)))
+    assert isinstance(exc, ProtocolError) and exc.status == 125
+    assert conn.domain.destroyed
+
+
+def test_silent_agent_is_a_boot_failure_with_an_escaped_console(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_mod, "START_TIMEOUT", 0.5)
+    conn, exc = boot_and_run(tmp_path)  # OK, then nothing after EXEC
+    assert isinstance(exc, BootFailed) and "did not answer EXEC" in exc.message
+    assert conn.domain.destroyed
+    err = user_sees(exc, capsys)
+    assert "\x1b" not in err and "\r" not in err and "booting" in err
