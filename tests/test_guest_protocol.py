@@ -37,6 +37,7 @@ from hyperrun.vm import pump as pump_mod
 from hyperrun.vm import session as session_mod
 from hyperrun.vm.protocol import (
     CTL_MAX,
+    KEY_MAX,
     RECORDS_MAX,
     VALUE_MAX,
     FrameReader,
@@ -143,8 +144,9 @@ def test_error_without_status_or_id_is_125(guest: FakeGuest) -> None:
     frame(Msg.STARTED, b"id=1"),  # not NUL-terminated
     frame(Msg.STARTED, b"id\0"),  # no '='
     frame(Msg.ERROR, b"a=\0" * (RECORDS_MAX + 1)),
+    frame(Msg.ERROR, b"k" * (KEY_MAX + 1) + b"=v\0"),
 ], ids=["id-abc", "id-huge", "status-huge", "id-negative", "unterminated", "no-equals",
-        "too-many-records"])
+        "too-many-records", "long-key"])
 def test_malformed_reply_is_a_protocol_error(guest: FakeGuest, reply: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
         run_main(guest, ("ctl", reply))
@@ -169,8 +171,10 @@ def test_number_is_strict() -> None:
 
 
 def test_decode_keeps_values_short() -> None:
-    m = Message.decode(Msg.ERROR, records(("message", b"\xff" + b"y" * CTL_MAX)))
-    assert len(m.get("message") or "") == VALUE_MAX
+    m = Message.decode(Msg.ERROR, records(("message", b"\xff" + b"y" * CTL_MAX), ("id", 1)))
+    assert len(m.get("message") or "") == VALUE_MAX and m.number("id") == 1
+    assert Message.decode(Msg.OK, b"").fields == ()
+    assert Message.decode(Msg.EXIT, b"a==b\0").get("a") == "=b"  # split at the first '='
     with pytest.raises(ProtocolError, match="unknown message type"):
         Message.decode(999, b"")
 

@@ -17,6 +17,7 @@ IO_MAX = 1 << 16
 # "The host trusts no frame"). The agent's replies are at most 4 KiB and have three keys.
 RECORDS_MAX = 64
 VALUE_MAX = 4096
+KEY_MAX = 256
 NUMBER_DIGITS = 10  # a u32 in decimal
 
 CTL_PORT = "org.hyperrun.ctl"
@@ -118,8 +119,8 @@ class Message:
     def decode(cls, type: int, payload: bytes) -> Message:
         """Parse a payload from the guest, keeping at most VALUE_MAX bytes of each value.
 
-        Any malformation is a ProtocolError: too many records, a record without `=` or
-        a payload whose last record is not NUL-terminated.
+        Any malformation is a ProtocolError: too many records, a record without `=`, a
+        key longer than KEY_MAX or a payload whose last record is not NUL-terminated.
         """
         try:
             kind = Msg(type)
@@ -133,12 +134,15 @@ class Message:
                 raise ProtocolError(f"{kind.name} whose last record is not NUL-terminated")
             if len(fields) == RECORDS_MAX:
                 raise ProtocolError(f"{kind.name} with more than {RECORDS_MAX} records")
-            # Cut before decoding: the bytes past VALUE_MAX are never looked at.
-            record = payload[start : min(end, start + VALUE_MAX + 256)]
-            key, sep, value = record.decode(errors="replace").partition("=")
-            if not sep:
+            equals = payload.find(b"=", start, end)
+            if equals < 0:
                 raise ProtocolError(f"{kind.name} with a record without '='")
-            fields.append((key[:256], value[:VALUE_MAX]))
+            if equals - start > KEY_MAX:
+                raise ProtocolError(f"{kind.name} with a key longer than {KEY_MAX} bytes")
+            key = payload[start:equals].decode(errors="replace")
+            # Cut before decoding: the bytes past VALUE_MAX are never looked at.
+            value = payload[equals + 1 : min(end, equals + 1 + VALUE_MAX)]
+            fields.append((key, value.decode(errors="replace")))
             start = end + 1
         return cls(kind, tuple(fields))
 
