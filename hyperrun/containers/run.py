@@ -34,6 +34,7 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init"
 CONSOLE_TAIL_LINES = 25
+CONSOLE_TAIL_BYTES = 64 << 10
 
 
 class Terminal(Protocol):
@@ -103,11 +104,14 @@ def process_spec(config: ImageConfig, run: RunSpec, hostname: str) -> ProcessSpe
 
 
 def _console_tail(path: Path) -> str:
+    # Only the file's end: the guest can write its console without limit.
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - CONSOLE_TAIL_BYTES))
+            data = f.read(CONSOLE_TAIL_BYTES)
     except OSError:
         return ""
-    return "\n".join(lines[-CONSOLE_TAIL_LINES:])
+    return "\n".join(data.decode(errors="replace").splitlines()[-CONSOLE_TAIL_LINES:])
 
 
 def _boot_timeout() -> float:

@@ -1,33 +1,43 @@
-"""The host end of the agent protocol: boot handshake, starting a process, its stdio."""
+"""The host end of the agent protocol: connecting, the boot handshake, starting a process.
+
+The guest is not trusted (docs/protocol.md "The host trusts no frame"): numbers are
+parsed strictly, everything kept from the guest is bounded, and a guest that breaks the
+rules gets a ProtocolError, which ends the run with status 125 and a destroyed VM.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import os
-import selectors
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hyperrun.errors import EXIT_HYPERRUN, ContainerError, GuestGone
+from hyperrun.errors import ContainerError, GuestGone, ProtocolError
 from hyperrun.log import log
 from hyperrun.spec import ProcessSpec, WinSize
 from hyperrun.vm.protocol import (
     CTL_MAX,
+    FROM_GUEST,
     IO_MAX,
     FrameReader,
     Message,
     Msg,
-    Stream,
-    frame,
-    stream_id,
+    error_status,
 )
+from hyperrun.vm.pump import Pump, signals_to_pipe
 
-# Stop reading our stdin while this much is still waiting to go to the guest.
-STDIN_HIGH_WATER = 1 << 20
+# Control messages dropped as unexpected (unknown types, replies nobody asked for, ids
+# never started) before the guest counts as hostile. The agent sends none; the slack is
+# for a newer agent's additions.
+UNEXPECTED_MAX = 64
+# How long sending one control message may block on a guest that does not read.
+SEND_TIMEOUT = 30.0
+# How long the agent has to answer EXEC with STARTED or ERROR.
+START_TIMEOUT = 60.0
 
 
 def _connect_unix(path: Path, deadline: float) -> socket.socket:
@@ -51,8 +61,14 @@ class GuestSession:
         self.ctl = ctl
         self.io = io
         self._ctl_reader = FrameReader(CTL_MAX)
-        self._io_reader = FrameReader(IO_MAX)
+        self.io_reader = FrameReader(IO_MAX)
+        # Messages decoded but not yet looked at: at most one read's worth.
+        self._inbox: deque[Message] = deque()
+        # EXITs of started processes that came while we waited for something else; at
+        # most one per started process, so bounded by the processes we started.
         self._pending: list[Message] = []
+        self._started: set[int] = set()
+        self._unexpected = 0
 
     @classmethod
     @contextlib.contextmanager
@@ -75,36 +91,79 @@ class GuestSession:
 
     def send(self, message: Message) -> None:
         log.debug("-> %s %s", message.type.name, dict(message.fields))
+        # A guest that stops reading must not block us forever once its buffer is full.
+        self.ctl.settimeout(SEND_TIMEOUT)
         try:
             self.ctl.sendall(message.encode())
+        except TimeoutError as exc:
+            raise GuestGone("the guest agent stopped reading its control channel") from exc
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise GuestGone("the VM stopped unexpectedly") from exc
+        finally:
+            self.ctl.settimeout(None)
 
-    def _read_ctl(self) -> list[Message]:
+    def read_control(self) -> list[Message]:
+        """One read of the control channel; the guest messages it completed."""
         try:
             data = self.ctl.recv(65536)
         except ConnectionResetError:
             data = b""
         if not data:
             raise GuestGone("the VM stopped unexpectedly")
-        messages = [Message.decode(t, p) for t, p in self._ctl_reader.feed(data)]
-        for m in messages:
+        messages = []
+        for kind, payload in self._ctl_reader.feed(data):
+            if kind not in FROM_GUEST:
+                self.unexpected(f"message of type {kind}")
+                continue
+            m = Message.decode(kind, payload)
             log.debug("<- %s %s", m.type.name, dict(m.fields))
+            messages.append(m)
         return messages
 
-    def wait_for(self, accept: set[Msg], timeout: float, alive: Callable[[], bool]) -> Message:
-        """Read control messages until one of `accept` arrives; others are kept for later."""
+    def unexpected(self, what: str) -> None:
+        """Drop a message nobody asked for; too many of them and the guest is hostile."""
+        self._unexpected += 1
+        log.debug("dropped an unexpected %s from the guest", what)
+        if self._unexpected > UNEXPECTED_MAX:
+            raise ProtocolError(f"more than {UNEXPECTED_MAX} unexpected control messages "
+                                f"(the last: {what})")
+
+    def take_buffered(self) -> list[Message]:
+        """The messages read but not consumed by wait_for, for the pump to judge."""
+        out = [*self._pending, *self._inbox]
+        self._pending.clear()
+        self._inbox.clear()
+        return out
+
+    def _set_aside(self, m: Message) -> None:
+        # Only an EXIT of a process we started can matter later (to the pump).
+        if m.type is Msg.EXIT:
+            pid = m.number("id")
+            if pid in self._started and not any(p.number("id") == pid for p in self._pending):
+                self._pending.append(m)
+                return
+        self.unexpected(_describe(m))
+
+    def wait_for(self, accept: Callable[[Message], bool], timeout: float,
+                 alive: Callable[[], bool]) -> Message:
+        """Read control messages until `accept` takes one; TimeoutError after timeout.
+
+        What arrives meanwhile is set aside if it may matter later, otherwise dropped
+        and counted, so a flood costs neither memory nor time beyond UNEXPECTED_MAX.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            for i, m in enumerate(self._pending):
-                if m.type in accept:
-                    return self._pending.pop(i)
+            while self._inbox:
+                m = self._inbox.popleft()
+                if accept(m):
+                    return m
+                self._set_aside(m)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
             self.ctl.settimeout(min(remaining, 0.25))
             try:
-                self._pending.extend(self._read_ctl())
+                self._inbox.extend(self.read_control())
             except TimeoutError:
                 if not alive():
                     raise GuestGone("the VM stopped before the guest agent answered") from None
@@ -114,8 +173,9 @@ class GuestSession:
     def setup_container(self, hostname: str, timeout: float, alive: Callable[[], bool]) -> None:
         self.send(Message.make(Msg.CONTAINER, ("hostname", hostname), ("rootfs", "vda"),
                                ("fstype", "ext4")))
-        reply = self.wait_for({Msg.OK, Msg.ERROR}, timeout, alive)
+        reply = self.wait_for(lambda m: m.type in (Msg.OK, Msg.ERROR), timeout, alive)
         if reply.type is Msg.ERROR:
+            # The text is the guest's: kept short by Message.decode, escaped by log.error.
             raise ContainerError(f"preparing the container failed: {reply.get('message')}")
 
     def start(self, pid: int, spec: ProcessSpec, size: WinSize | None, main: bool,
@@ -132,10 +192,22 @@ class GuestSession:
             self.send(Message.make(Msg.EXEC, *fields))
         except ValueError as exc:
             raise ContainerError(f"invalid process spec: {exc}") from exc
-        reply = self.wait_for({Msg.STARTED, Msg.ERROR}, 60.0, alive)
+
+        def answers(m: Message) -> bool:
+            # The agent sends an ERROR without id when EXEC's own id was unusable.
+            if m.type is Msg.ERROR:
+                return m.get("id") is None or m.number("id") == pid
+            return m.type is Msg.STARTED and m.number("id") == pid
+
+        try:
+            reply = self.wait_for(answers, START_TIMEOUT, alive)
+        except TimeoutError:
+            raise GuestGone(f"the guest agent did not answer EXEC within "
+                            f"{START_TIMEOUT:.0f}s") from None
         if reply.type is Msg.ERROR:
-            status = reply.number("status", EXIT_HYPERRUN)
+            status = error_status(reply)
             raise ContainerError(reply.get("message") or "the process did not start", status)
+        self._started.add(pid)
 
     # -- streams -----------------------------------------------------------------------
 
@@ -143,149 +215,12 @@ class GuestSession:
              winsize: Callable[[], WinSize | None] | None = None,
              forward: tuple[signal.Signals, ...] = ()) -> int:
         """Move bytes between our stdio and process `pid` until it exits; return its status."""
-        pump = _Pump(self, pid, tty=tty, stdin_fd=stdin_fd, winsize=winsize)
-        with _signals_to_pipe((*forward, *((signal.SIGWINCH,) if winsize else ()))) as wake:
+        pump = Pump(self, pid, tty=tty, stdin_fd=stdin_fd, winsize=winsize)
+        with signals_to_pipe((*forward, *((signal.SIGWINCH,) if winsize else ()))) as wake:
             return pump.run(wake)
 
 
-@contextlib.contextmanager
-def _signals_to_pipe(signals: tuple[signal.Signals, ...]) -> Iterator[socket.socket]:
-    """Deliver signals as bytes on a socket so the select loop sees them."""
-    rsock, wsock = socket.socketpair()
-    rsock.setblocking(False)
-    wsock.setblocking(False)
-    previous = {s: signal.signal(s, lambda *_: None) for s in signals}
-    old_fd = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
-    try:
-        yield rsock
-    finally:
-        signal.set_wakeup_fd(old_fd)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        rsock.close()
-        wsock.close()
-
-
-class _Pump:
-    def __init__(self, session: GuestSession, pid: int, *, tty: bool, stdin_fd: int | None,
-                 winsize: Callable[[], WinSize | None] | None) -> None:
-        self.s = session
-        self.pid = pid
-        self.stdin_fd = stdin_fd
-        self.winsize = winsize
-        self.out_fd = {stream_id(pid, Stream.STDOUT): 1, stream_id(pid, Stream.STDERR): 2}
-        self.open_streams = {stream_id(pid, Stream.STDOUT)}
-        if not tty:
-            self.open_streams.add(stream_id(pid, Stream.STDERR))
-        self.outbuf = bytearray()
-        self.status: int | None = None
-
-    def run(self, wake: socket.socket) -> int:
-        # poll, not epoll: stdin may be a regular file, which epoll refuses.
-        sel = selectors.PollSelector()
-        self.s.io.setblocking(False)
-        sel.register(self.s.ctl, selectors.EVENT_READ, "ctl")
-        sel.register(self.s.io, selectors.EVENT_READ, "io")
-        sel.register(wake, selectors.EVENT_READ, "wake")
-        registered: int | None = None  # the stdin fd while the selector watches it
-        for m in self.s._pending:
-            self._on_ctl(m)
-        self.s._pending.clear()
-        try:
-            while self.status is None or self.open_streams:
-                # Back-pressure: a full outgoing buffer pauses reading our stdin.
-                want = self.stdin_fd if len(self.outbuf) < STDIN_HIGH_WATER else None
-                if want != registered:
-                    if registered is not None:
-                        sel.unregister(registered)
-                    if want is not None:
-                        sel.register(want, selectors.EVENT_READ, "stdin")
-                    registered = want
-                io_events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbuf else 0)
-                sel.modify(self.s.io, io_events, "io")
-                for key, events in sel.select():
-                    self._dispatch(key.data, events, wake)
-        finally:
-            sel.close()
-            self.s.io.setblocking(True)
-        return self.status
-
-    def _dispatch(self, what: str, events: int, wake: socket.socket) -> None:
-        if what == "ctl":
-            for m in self.s._read_ctl():
-                self._on_ctl(m)
-        elif what == "io":
-            if events & selectors.EVENT_WRITE:
-                self._flush()
-            if events & selectors.EVENT_READ:
-                self._read_io()
-        elif what == "stdin":
-            self._read_stdin()
-        elif what == "wake":
-            self._on_signals(wake.recv(256))
-
-    def _on_ctl(self, m: Message) -> None:
-        if m.type is Msg.EXIT and m.number("id") == self.pid:
-            self.status = m.number("status")
-
-    def _read_io(self) -> None:
-        try:
-            data = self.s.io.recv(1 << 18)
-        except BlockingIOError:
-            return
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            raise GuestGone("the VM stopped unexpectedly")
-        for sid, payload in self.s._io_reader.feed(data):
-            fd = self.out_fd.get(sid)
-            if fd is None:
-                continue
-            if not payload:
-                self.open_streams.discard(sid)
-                continue
-            _write_all(fd, payload)
-
-    def _read_stdin(self) -> None:
-        assert self.stdin_fd is not None
-        try:
-            data = os.read(self.stdin_fd, IO_MAX)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EIO:
-                raise
-            data = b""
-        self.outbuf += frame(stream_id(self.pid, Stream.STDIN), data)
-        if not data:  # EOF: tell the guest once, then stop watching stdin
-            self.stdin_fd = None
-        self._flush()
-
-    def _flush(self) -> None:
-        try:
-            sent = self.s.io.send(self.outbuf)
-        except BlockingIOError:
-            return
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise GuestGone("the VM stopped unexpectedly") from exc
-        del self.outbuf[:sent]
-
-    def _on_signals(self, raw: bytes) -> None:
-        for signum in raw:
-            if signum == signal.SIGWINCH and self.winsize is not None:
-                size = self.winsize()
-                if size is not None:
-                    self.s.send(Message.make(Msg.WINSIZE, ("id", self.pid), ("rows", size.rows),
-                                             ("cols", size.cols)))
-            else:
-                self.s.send(Message.make(Msg.SIGNAL, ("id", self.pid), ("signal", signum)))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BrokenPipeError:
-            return  # our reader went away (e.g. `| head`); keep draining the guest
-        view = view[n:]
+def _describe(m: Message) -> str:
+    """A message named for the debug log and errors, without the guest's free text."""
+    pid = m.get("id")
+    return m.type.name if pid is None else f"{m.type.name} for id {m.number('id')}"
