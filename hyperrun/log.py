@@ -35,7 +35,10 @@ def escape(text: str, limit: int = 1000) -> str:
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = _LEVEL_PREFIX.get(record.levelno, "debug")
-        return f"hyperrun: {prefix}: {escape(record.getMessage(), limit=100_000)}"
+        line = f"hyperrun: {prefix}: {escape(record.getMessage(), limit=100_000)}"
+        if record.exc_info:  # --debug's traceback: our own code's, printed as it is
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def setup(debug: bool) -> None:

@@ -45,3 +45,17 @@ def test_escape_keeps_printable_text_and_bounds_length() -> None:
     assert log.escape("plain text, é, 日本") == "plain text, é, 日本"
     assert log.escape("a\\b") == "a\\\\b"  # an escaped form cannot be forged
     assert len(log.escape("x" * 10_000)) < 1100
+
+
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    log.setup(debug=True)
+    try:
+        try:
+            raise KeyError("where it failed")
+        except KeyError:
+            log.log.exception("failed")
+    finally:
+        log.setup(debug=False)
+    err = capsys.readouterr().err
+    assert err.startswith("hyperrun: error: failed\nTraceback (most recent call last):")
+    assert "KeyError: 'where it failed'" in err
