@@ -71,9 +71,10 @@ def read_env_file(path: Path) -> list[str]:
     except OSError as exc:
         raise UsageError(f"cannot read --env-file {path}: {exc.strerror}",
                          hint=_ENV_FILE_HINT) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"--env-file {path} is not a regular file", hint=_ENV_FILE_HINT)
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"--env-file {path} is not a regular file", hint=_ENV_FILE_HINT)
         try:
             data = fh.read(ENV_FILE_MAX + 1)
         except OSError as exc:
