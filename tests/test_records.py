@@ -28,8 +28,8 @@ def _dead_pid() -> int:
 
 def test_full_id_wins_over_a_name_equal_to_it(store: Store) -> None:
     """`rm <id>` must never pick another container that was *named* like that id."""
-    target = _create(store)
-    decoy = _create(store, name=target.id)
+    target = _create(store, cid="f" * 64)
+    decoy = _create(store, cid="0" * 64, name=target.id)  # listed first
     assert records.find(store, target.id) == target
     assert records.find(store, target.id).id != decoy.id
 
