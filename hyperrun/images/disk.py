@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from hyperrun import subproc
+from hyperrun.errors import HyperrunError
 
 GiB = 1 << 30
 HEADROOM = 2 * GiB  # room for containers to write, sparse until they do
@@ -52,11 +53,15 @@ def share_with_qemu(base: Path, ids: tuple[int, int] | None) -> None:
     """
     if ids is None:
         return
-    st = os.stat(base)
-    if st.st_gid != ids[1] or st.st_uid != 0:
-        os.chown(base, 0, ids[1])
-    if stat.S_IMODE(st.st_mode) != BASE_MODE:
-        os.chmod(base, BASE_MODE)
+    try:
+        st = os.stat(base)
+        if st.st_gid != ids[1] or st.st_uid != 0:
+            os.chown(base, 0, ids[1])
+        if stat.S_IMODE(st.st_mode) != BASE_MODE:
+            os.chmod(base, BASE_MODE)
+    except OSError as exc:
+        raise HyperrunError(f"cannot give QEMU access to {base}: {exc.strerror}",
+                            hint="hyperrun must run as root on a writable store") from None
 
 
 def measure(root: Path) -> tuple[int, int]:
