@@ -168,10 +168,13 @@ def test_writes_do_not_leak_between_containers(vm) -> None:
 
 
 def test_duplicate_name_is_refused(vm) -> None:
-    vm.hyperrun("run", "--name", "twice", "busybox", "true")
+    # A process that never started still ends the container: it shows as exited, not
+    # "Created" for ever.
+    assert vm.hyperrun("run", "--name", "twice", "busybox", "no-such-command").returncode == 127
+    assert re.search(r"Exited \(127\) +twice\n", _out(vm.hyperrun("ps", "-a")))
     proc = vm.hyperrun("run", "--name", "twice", "busybox", "true")
     assert proc.returncode == 125 and b"already in use" in proc.stderr
-    vm.hyperrun("rm", "twice")
+    assert vm.hyperrun("rm", "twice").returncode == 0
 
 
 def _rm_leaves_nothing(vm, *args: str) -> subprocess.CompletedProcess[bytes]:
