@@ -65,6 +65,18 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class DomainOwner:
+    """Which store and container a libvirt domain belongs to (kept in its <metadata>).
+
+    One libvirt serves every store on the host, so a domain is only acted on (status,
+    destroy) after its metadata shows it is this store's and this container's.
+    """
+
+    store_id: str
+    container_id: str
+
+
+@dataclass(frozen=True)
 class VmSpec:
     """What libvirt needs to boot one container's VM; domain_xml turns it into XML."""
 
@@ -81,5 +93,6 @@ class VmSpec:
     ctl_socket: Path
     io_socket: Path
     console_log: Path
+    owner: DomainOwner
     loader: Path | None = None
     emulator: Path | None = None

@@ -1,9 +1,17 @@
-"""The one place hyperrun starts external programs."""
+"""The one place hyperrun starts external programs.
+
+hyperrun runs as root, often from a directory or with an environment some other user
+controls. Nothing of the caller's may choose what runs: programs are looked up on a fixed
+PATH of system directories, get a minimal environment (no PATH, LD_*, MKE2FS_CONFIG, ...
+of the caller's) and, when detached, start in "/" rather than the caller's directory.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import shutil
 import subprocess
 from collections.abc import Sequence
 
@@ -11,13 +19,35 @@ from hyperrun.errors import CommandFailed, HyperrunError
 
 log = logging.getLogger("hyperrun")
 
+# Only root can write these on Debian; the caller's PATH is never consulted.
+TRUSTED_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def environment() -> dict[str, str]:
+    """The whole environment a child gets: a fixed PATH and the C locale (stable messages)."""
+    return {"PATH": TRUSTED_PATH, "LC_ALL": "C"}
+
+
+def resolve(program: str) -> str:
+    """The absolute path of program on TRUSTED_PATH (an absolute name is kept as it is)."""
+    if os.path.isabs(program):
+        return program
+    found = shutil.which(program, path=TRUSTED_PATH) if "/" not in program else None
+    if found is None:
+        raise HyperrunError(f"{program}: command not found in {TRUSTED_PATH}",
+                            hint="run scripts/setup")
+    return found
+
 
 def run(argv: Sequence[str], *, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run argv to completion; raise CommandFailed with its stderr if it fails."""
     argv = [str(a) for a in argv]
+    argv[0] = resolve(argv[0])
     log.debug("+ %s", shlex.join(argv))
     try:
-        proc = subprocess.run(argv, input=input, capture_output=True, check=False)
+        # umask 077: what a tool creates (qemu-img's overlay) starts out root's alone.
+        proc = subprocess.run(argv, input=input, capture_output=True, check=False,
+                              env=environment(), umask=0o077)
     except FileNotFoundError as exc:
         raise HyperrunError(f"{argv[0]}: command not found", hint="run scripts/setup") from exc
     if proc.returncode != 0:
@@ -26,8 +56,14 @@ def run(argv: Sequence[str], *, input: bytes | None = None) -> subprocess.Comple
 
 
 def spawn_detached(argv: Sequence[str]) -> None:
-    """Start argv in its own session, not waited for, with no stdio of ours."""
+    """Start argv in its own session in "/", not waited for, with no stdio or fds of ours.
+
+    close_fds matters beyond tidiness: a child holding a copy of our libvirt connection
+    would keep AUTODESTROY domains alive after we exit.
+    """
     argv = [str(a) for a in argv]
+    argv[0] = resolve(argv[0])
     log.debug("+ %s &", shlex.join(argv))
     subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                     cwd="/", env=environment())

@@ -7,18 +7,19 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from hyperrun.spec import Accel, VmSpec
-from hyperrun.vm.domain_xml import domain_xml
+from hyperrun.spec import Accel, DomainOwner, VmSpec
+from hyperrun.vm.domain_xml import METADATA_NS, domain_xml, parse_owner
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
+OWNER = DomainOwner("5702a1e4c3d9", "0123456789ab" + "cd" * 26)
 
 
 def _vm(accel: Accel = Accel.TCG, loader: Path | None = QBOOT) -> VmSpec:
     return VmSpec(
-        name="hyperrun-0123456789ab",
+        name="hyperrun-5702a1e4c3d9-0123456789ab",
         uuid="6a0b7a2e-1111-4c9e-9a4b-0123456789ab",
         accel=accel,
         vcpus=2,
@@ -31,6 +32,7 @@ def _vm(accel: Accel = Accel.TCG, loader: Path | None = QBOOT) -> VmSpec:
         ctl_socket=Path("/var/lib/hyperrun/sock/0123456789ab.ctl"),
         io_socket=Path("/var/lib/hyperrun/sock/0123456789ab.io"),
         console_log=Path("/var/lib/hyperrun/containers/c1/console.log"),
+        owner=OWNER,
         loader=loader,
     )
 
@@ -65,7 +67,29 @@ def test_libvirt_test_driver_accepts_define_create_destroy() -> None:
         parsed = dom.XMLDesc()
         assert "org.hyperrun.ctl" in parsed and "org.hyperrun.io" in parsed
         assert "<format type='raw'/>" in parsed
+        # What hypervisor.owned_domain reads back to tell our domains from others'.
+        metadata = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+        assert parse_owner(metadata) == OWNER
         dom.destroy()
         dom.undefine()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("metadata", [
+    "<container/>",
+    f'<container xmlns="{METADATA_NS}"><store>s</store></container>',
+    f'<other xmlns="{METADATA_NS}"><store>s</store><id>c</id></other>',
+    '<container xmlns="https://example.com/x"><store>s</store><id>c</id></container>',
+    "not xml",
+])
+def test_foreign_or_broken_metadata_names_no_owner(metadata: str) -> None:
+    assert parse_owner(metadata) is None
+
+
+def test_metadata_round_trips() -> None:
+    plain = f"<container><store>{OWNER.store_id}</store><id>{OWNER.container_id}</id></container>"
+    assert parse_owner(plain) == OWNER  # as libvirt returns it: namespace dropped
+    xml = domain_xml(_vm())
+    start, end = xml.index("<hyperrun:container"), xml.index("</metadata>")
+    assert parse_owner(xml[start:end]) == OWNER

@@ -372,7 +372,8 @@ def test_base_disk_holds_the_merged_layers(store: Store, images: ImageStore,
     image = images.get("app:1")
     disk = images.base_disk(image)
     assert disk == store.disks / f"{hexof(image.id)}.ext4"
-    assert stat.S_IMODE(disk.stat().st_mode) == 0o444
+    # Read-only, and readable by QEMU's group alone (containers/ decides who may see data).
+    assert stat.S_IMODE(disk.stat().st_mode) == 0o440 and disk.stat().st_uid == 0
     assert debugfs(disk, "cat /etc/x") == "hello from the top layer\n"
     assert debugfs(disk, "cat /etc/os-release") == "ID=test\n"
     listing = debugfs(disk, "ls -l /etc")
@@ -441,7 +442,8 @@ def test_overlay_is_backed_by_the_raw_base(images: ImageStore, tmp_path: Path) -
     assert info["format"] == "qcow2"
     assert info["backing-filename"] == str(base)
     assert info["backing-filename-format"] == "raw"
-    assert stat.S_IMODE(overlay.stat().st_mode) & 0o044 == 0o044
+    # root's alone: libvirt lends it to QEMU while the VM runs.
+    assert stat.S_IMODE(overlay.stat().st_mode) == 0o600
 
 
 # ---- the CLI verbs -------------------------------------------------------------------------

@@ -7,9 +7,10 @@ import pytest
 from hyperrun.cli import build_parser
 from hyperrun.cli import run as cli_run
 from hyperrun.cli.run import parse_cpus, parse_memory
-from hyperrun.containers.run import process_spec
+from hyperrun.containers.run import check_exec_size, process_spec
 from hyperrun.errors import UsageError
 from hyperrun.images.model import ImageConfig
+from hyperrun.spec import ProcessSpec
 
 CONFIG = ImageConfig(
     entrypoint=("/entry.sh",),
@@ -81,17 +82,30 @@ def test_parse_memory(text: str, mib: int) -> None:
     assert parse_memory(text) == mib
 
 
-@pytest.mark.parametrize("text", ["", "abc", "12q", "-5m", "1m", "100000g"])
+@pytest.mark.parametrize("text", ["", "abc", "12q", "-5m", "1m", "100000g", "nan", "inf",
+                                  "-inf", "1e400", "-1g", "1e3m", "0x10g", "٥١٢m", "9" * 400])
 def test_parse_memory_rejects(text: str) -> None:
     with pytest.raises(UsageError):
         parse_memory(text)
 
 
-@pytest.mark.parametrize("text", ["0", "1.5", "x", "-1", "65"])
+@pytest.mark.parametrize("text", ["0", "1.5", "x", "-1", "65", "nan", "inf", "1e400", "1e1",
+                                  "٢"])
 def test_parse_cpus_rejects(text: str) -> None:
     with pytest.raises(UsageError):
         parse_cpus(text)
 
 
 def test_parse_cpus() -> None:
-    assert parse_cpus("2") == 2 and parse_cpus("4.0") == 4
+    assert parse_cpus("2") == 2 and parse_cpus("4.0") == 4 and parse_cpus("64") == 64
+
+
+def test_oversized_exec_is_refused_before_boot() -> None:
+    """The EXEC message must fit in one control frame (CTL_MAX), checked on the host."""
+    ok = _spec("-e", "A=" + "a" * 1000, "img")
+    check_exec_size(ok)
+    big = ProcessSpec(args=("sh",), env=tuple(f"K{i}={'v' * 1000}" for i in range(1100)))
+    with pytest.raises(UsageError, match="the guest accepts at most 1048576 bytes"):
+        check_exec_size(big)
+    with pytest.raises(UsageError, match="NUL"):
+        check_exec_size(ProcessSpec(args=("sh", "a\0b")))

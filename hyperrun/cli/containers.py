@@ -11,8 +11,9 @@ import libvirt
 
 from hyperrun import log
 from hyperrun.cli.table import format_table, humanize_duration
-from hyperrun.containers import records as state
-from hyperrun.errors import HyperrunError, UsageError
+from hyperrun.containers import lifecycle
+from hyperrun.containers import records as state_mod
+from hyperrun.errors import HyperrunError
 from hyperrun.store import Store
 from hyperrun.vm import hypervisor
 
@@ -31,36 +32,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=rm)
 
 
-def _running(conn: libvirt.virConnect) -> set[str]:
-    return {d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
-
-
-def _status(c: state.Container, running: set[str]) -> str:
-    if c.domain in running:
-        return "Up"
-    if c.exit_status is None:
-        return "Created"
-    return f"Exited ({c.exit_status})"
+def _status(state: lifecycle.State, c: state_mod.Container) -> str:
+    if state is lifecycle.State.EXITED:
+        return f"Exited ({c.exit_status})"
+    return state.value
 
 
 def ps(args: argparse.Namespace, store: Store) -> int:
     conn = hypervisor.connect(hypervisor.uri_from_env(args.connect))
+    listed = []
     try:
-        running = _running(conn)
+        if store.containers.is_dir():
+            state_mod.sweep(store)
+        for old in state_mod.all_containers(store):
+            c, st = lifecycle.refresh(conn, store, old)
+            if old.exit_status is None and c.exit_status is not None:
+                log.warning(f"container {c.name}: {c.error}; "
+                            f"recorded as exited with status {c.exit_status}")
+            listed.append((c, st))
     finally:
         conn.close()
-    containers = sorted(state.all_containers(store), key=lambda c: c.created, reverse=True)
+    listed.sort(key=lambda entry: entry[0].created, reverse=True)
     if not args.all:
-        containers = [c for c in containers if c.domain in running]
+        listed = [(c, st) for c, st in listed if st is lifecycle.State.UP]
     if args.quiet:
-        for c in containers:
+        for c, _ in listed:
             print(c.id[:12])
         return 0
     now = time.time()
     rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
     rows += [(c.id[:12], c.image, _short(shlex.join(c.command)),
-              humanize_duration(now - c.created) + " ago", _status(c, running), c.name)
-             for c in containers]
+              humanize_duration(now - c.created) + " ago", _status(st, c), c.name)
+             for c, st in listed]
     sys.stdout.write(format_table(rows))
     return 0
 
@@ -89,11 +92,4 @@ def rm(args: argparse.Namespace, store: Store) -> int:
 
 
 def _remove_one(conn: libvirt.virConnect, store: Store, ref: str, force: bool) -> None:
-    c = state.find(store, ref)
-    if c.domain in _running(conn):
-        if not force:
-            raise UsageError(f"container {c.name} is running",
-                             hint="stop it first, or use `hyperrun rm -f`")
-        hypervisor.destroy(conn.lookupByName(c.domain))
-        hypervisor.wait_gone(conn, c.domain, timeout=30.0)
-    state.remove_files(store, c)
+    lifecycle.remove(conn, store, state_mod.find(store, ref), force)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import stat
 import sys
 from pathlib import Path
 
 from hyperrun import config
 from hyperrun.cli.terminal import UserTerminal
 from hyperrun.containers import run as container
+from hyperrun.containers.records import validate_name
 from hyperrun.errors import UsageError
 from hyperrun.images.model import Image
 from hyperrun.spec import Accel, PullPolicy, RunSpec
@@ -52,16 +55,46 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+ENV_FILE_MAX = 1 << 20  # the whole EXEC message must fit in 1 MiB anyway
+_ENV_FILE_HINT = "give a readable regular file of KEY=VALUE lines"
+
+
+def read_env_file(path: Path) -> list[str]:
+    """The KEY=VALUE lines of an --env-file: a regular file of at most ENV_FILE_MAX bytes.
+
+    Anything else (/dev/zero, a FIFO nobody writes to, a huge file) is refused rather
+    than read without bound or waited for.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot read --env-file {path}: {exc.strerror}",
+                         hint=_ENV_FILE_HINT) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"--env-file {path} is not a regular file", hint=_ENV_FILE_HINT)
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(ENV_FILE_MAX + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read --env-file {path}: {exc.strerror}",
+                             hint=_ENV_FILE_HINT) from None
+    if len(data) > ENV_FILE_MAX:
+        raise UsageError(f"--env-file {path} is larger than {ENV_FILE_MAX >> 20} MiB",
+                         hint="the environment of a container must fit in 1 MiB")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise UsageError(f"--env-file {path} is not UTF-8 text", hint=_ENV_FILE_HINT) from None
+    return [line for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
 def _env_entries(args: argparse.Namespace) -> tuple[str, ...]:
     entries: list[str] = []
     for path in args.env_file:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read --env-file {path}: {exc.strerror}",
-                             hint="give a readable file of KEY=VALUE lines") from None
-        entries += [line for line in text.splitlines() if line.strip() and
-                    not line.lstrip().startswith("#")]
+        entries += read_env_file(path)
     entries += args.env
     out = []
     for entry in entries:
@@ -92,7 +125,7 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         workdir=args.workdir,
         user=args.user,
         hostname=args.hostname,
-        name=args.name,
+        name=None if args.name is None else validate_name(args.name),
         tty=args.tty,
         interactive=args.interactive,
         remove=args.remove,
@@ -121,22 +154,21 @@ def _run(args: argparse.Namespace, store: Store) -> int:
                          terminal=UserTerminal() if spec.tty else None)
 
 
+_MEMORY_RE = re.compile(r"(\d+(?:\.\d+)?)([bkmgt]?)(?:i?b)?", re.ASCII)
+_MEMORY_HINT = "use a size such as 256m or 1g"
+
+
 def parse_memory(text: str) -> int:
-    """'256m', '1g', '1024k' or bytes -> MiB, as docker's --memory accepts them."""
-    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    raw = text.strip().lower()
-    if raw.endswith("ib"):
-        raw = raw[:-2]
-    elif raw[-1:] == "b" and raw[-2:-1] in units:
-        raw = raw[:-1]
-    factor = units.get(raw[-1:], None)
-    number = raw[:-1] if factor else raw
-    try:
-        value = float(number) * (factor or 1)
-    except ValueError:
-        raise UsageError(f"invalid --memory {text!r}",
-                         hint="use a size such as 256m or 1g") from None
-    mib = int(value // (1 << 20))
+    """'256m', '1g', '1024k' or bytes -> MiB, as docker's --memory accepts them.
+
+    A decimal number and a unit, nothing else: float() would also take nan, inf and
+    1e400, which no arithmetic below survives.
+    """
+    units = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    found = _MEMORY_RE.fullmatch(text.strip().lower())
+    if found is None or len(found[1]) > 20:
+        raise UsageError(f"invalid --memory {text!r}", hint=_MEMORY_HINT)
+    mib = int(float(found[1]) * units[found[2]]) >> 20
     host_mib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
     if mib > host_mib:
         raise UsageError(f"--memory {text} is more than this host has ({host_mib} MiB)",
@@ -148,12 +180,10 @@ def parse_memory(text: str) -> int:
 
 
 def parse_cpus(text: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 1 or value != int(value) or value > 64:
+    """A whole number of virtual CPUs, 1 to 64 ("2" or "2.0"; never nan, inf or 1e400)."""
+    found = re.fullmatch(r"\s*0*(\d{1,3})(?:\.0*)?\s*", text, re.ASCII)
+    value = int(found[1]) if found else -1
+    if not 1 <= value <= 64:
         raise UsageError(f"invalid --cpus {text!r}",
                          hint="give a whole number of virtual CPUs between 1 and 64")
-    return int(value)
-
+    return value

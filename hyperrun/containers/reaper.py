@@ -3,6 +3,10 @@
 libvirt takes a second or two to tear a domain down after the guest powers off. The
 process result is known before that, so `hyperrun run` returns at once and leaves this
 small process to wait for the domain to disappear and then remove what it leaves behind.
+
+It runs as root, so it is started isolated (see spawn): `python -I` in "/", importing
+hyperrun from the directory the parent's own hyperrun came from, never from the caller's
+working directory, PYTHONPATH or user site-packages.
 """
 
 from __future__ import annotations
@@ -12,23 +16,37 @@ from pathlib import Path
 
 import libvirt
 
+import hyperrun
+from hyperrun.spec import DomainOwner
 from hyperrun.store import remove_path
+from hyperrun.subproc import spawn_detached
 from hyperrun.vm import hypervisor
+
+# `python -I -c` has no path of ours; argv[1] says where the parent's hyperrun lives.
+_BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+              "from hyperrun.containers.reaper import main; sys.exit(main(sys.argv[1:]))")
+
+
+def spawn(uri: str, uuid: str, owner: DomainOwner, paths: list[Path]) -> None:
+    """Start the reaper for owner's domain; it removes paths once the domain has gone."""
+    package_parent = Path(hyperrun.__file__).resolve().parent.parent
+    spawn_detached([sys.executable, "-I", "-c", _BOOTSTRAP, str(package_parent),
+                    uri, uuid, owner.store_id, owner.container_id, *map(str, paths)])
 
 
 def main(argv: list[str]) -> int:
-    uri, domain, *paths = argv
+    uri, uuid, store_id, container_id, *paths = argv
+    owner = DomainOwner(store_id, container_id)
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError:
         conn = None
     if conn is not None:
-        if not hypervisor.wait_gone(conn, domain, timeout=30.0):
-            try:
-                hypervisor.destroy(conn.lookupByName(domain))
-            except libvirt.libvirtError:
-                pass
-            hypervisor.wait_gone(conn, domain, timeout=30.0)
+        if not hypervisor.wait_gone(conn, uuid, owner, timeout=30.0):
+            dom = hypervisor.owned_domain(conn, uuid, owner)
+            if dom is not None:
+                hypervisor.destroy(dom)
+            hypervisor.wait_gone(conn, uuid, owner, timeout=30.0)
         conn.close()
     for path in map(Path, paths):
         remove_path(path)

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from hyperrun.errors import ContainerNotFound, UsageError
-from hyperrun.store import Store, atomic_write, process_alive
+from hyperrun.errors import ContainerNotFound, HyperrunError, UsageError
+from hyperrun.spec import DomainOwner
+from hyperrun.store import Store, atomic_write, process_alive, remove_path
+
+# docker's rule for container names, with a bound so libvirt and terminals stay sane.
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+NAME_HINT = ("use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter "
+             "or a digit")
+STORE_ID_RE = re.compile(r"[0-9a-f]{12}")
+RECORD_MODE = 0o600  # the command line may carry secrets
 
 
 @dataclass(frozen=True)
@@ -27,10 +39,9 @@ class Container:
     exit_status: int | None = None
     remove: bool = False  # --rm: nothing of it may outlive the run
     owner_pid: int = 0  # the `hyperrun run` process that created it
-
-    @property
-    def domain(self) -> str:
-        return f"hyperrun-{self.name}"
+    domain: str = ""  # libvirt domain name, for people; hyperrun goes by domain_uuid
+    domain_uuid: str = ""
+    error: str = ""  # why it ended, when hyperrun rather than its process decided
 
 
 @dataclass(frozen=True)
@@ -60,49 +71,119 @@ def paths(store: Store, container_id: str) -> Paths:
                  store.sockets / f"{short}.io")
 
 
-def _save(store: Store, c: Container) -> None:
-    atomic_write(paths(store, c.id).record, json.dumps(asdict(c)).encode())
+def store_id(store: Store) -> str:
+    """This store's random id, made on first use: it tells its domains from other stores'."""
+    path = store.root / "id"
+    if not path.exists():
+        store.ensure()
+        fd, tmp = tempfile.mkstemp(prefix=".id.", dir=store.root)
+        try:
+            os.write(fd, secrets.token_hex(6).encode() + b"\n")
+            os.close(fd)
+            os.chmod(tmp, 0o644)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)  # the first writer wins; everyone reads its id
+        finally:
+            os.unlink(tmp)
+    text = path.read_text().strip()
+    if not STORE_ID_RE.fullmatch(text):
+        raise HyperrunError(f"{path} does not hold a store id",
+                            hint="restore it from a backup, or remove it when no "
+                                 "container of this store is running")
+    return text
+
+
+def owner(store: Store, c: Container) -> DomainOwner:
+    return DomainOwner(store_id(store), c.id)
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise UsageError(f"invalid container name {name!r}", hint=NAME_HINT)
+    return name
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Container)}
 
 
 def all_containers(store: Store) -> Iterator[Container]:
     for record in sorted(store.containers.glob("*/state.json")):
-        with contextlib.suppress(OSError, ValueError, TypeError):
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             data = json.loads(record.read_text())
-            yield Container(**{**data, "command": tuple(data["command"])})
+            known = {k: v for k, v in data.items() if k in _FIELDS}  # records of other versions
+            yield Container(**{**known, "command": tuple(data["command"])})
 
 
-def create(store: Store, name: str | None, image: str, image_id: str,
-           command: tuple[str, ...], remove: bool) -> Container:
-    """Reserve an id and a unique name and make the container's directory."""
-    cid = secrets.token_hex(32)
+def _save(store: Store, c: Container) -> None:
+    atomic_write(paths(store, c.id).record, json.dumps(asdict(c)).encode(), mode=RECORD_MODE)
+
+
+def sweep(store: Store) -> None:
     with store.lock("containers"):
-        # A --rm container whose `hyperrun run` was killed outright (SIGKILL, OOM) could
-        # not clean up; libvirt has already destroyed its VM (AUTODESTROY), so the files
-        # are all that is left. The next run removes them.
-        for old in all_containers(store):
-            if old.remove and old.owner_pid and not process_alive(old.owner_pid):
-                remove_files(store, old)
+        _sweep(store)
+
+
+def _sweep(store: Store) -> None:
+    """Remove what runs that were killed outright (SIGKILL, OOM) could not.
+
+    libvirt has already ended their VMs (AUTODESTROY), so sockets of dead owners are
+    garbage, and so is all of a --rm container. Called with the containers lock held.
+    """
+    live: set[str] = set()
+    for old in all_containers(store):
+        owner_gone = old.owner_pid and not process_alive(old.owner_pid)
+        if owner_gone and old.remove:
+            _remove_files(store, old)
+            continue
+        if owner_gone or old.exit_status is not None:
+            continue  # its sockets, if any, are swept below
+        live.add(old.id[:12])
+    with contextlib.suppress(OSError):
+        for sock in store.sockets.iterdir():
+            if sock.stem not in live:
+                remove_path(sock)
+
+
+def create(store: Store, cid: str, name: str | None, image: str, image_id: str,
+           command: tuple[str, ...], remove: bool) -> Container:
+    """Reserve a unique name and make the container's directory and record."""
+    if name is not None:
+        validate_name(name)
+    domain = f"hyperrun-{store_id(store)}-{cid[:12]}"
+    with store.lock("containers"):
+        _sweep(store)
         if name and any(c.name == name for c in all_containers(store)):
             raise UsageError(f"container name {name!r} is already in use",
                              hint="choose another --name or `hyperrun rm` the old container")
+        # 0711: QEMU must reach the overlay by its path, but nobody may list the directory.
         paths(store, cid).dir.mkdir(mode=0o711, parents=True)
         c = Container(cid, name or cid[:12], image, image_id, command, time.time(),
-                      remove=remove, owner_pid=os.getpid())
+                      remove=remove, owner_pid=os.getpid(), domain=domain,
+                      domain_uuid=str(uuid.uuid4()))
         _save(store, c)
     return c
 
 
-def record_exit(store: Store, c: Container, status: int) -> None:
-    with contextlib.suppress(OSError):
-        _save(store, replace(c, exit_status=status))
+def record_exit(store: Store, c: Container, status: int, error: str = "") -> Container:
+    """Record how c ended, unless it has been removed meanwhile (`rm -f` of a live one)."""
+    done = replace(c, exit_status=status, error=error)
+    with store.lock("containers"):
+        if paths(store, c.id).record.exists():
+            with contextlib.suppress(OSError):
+                _save(store, done)
+    return done
 
 
 def find(store: Store, ref: str) -> Container:
-    """By name, full id or unique id prefix, as docker resolves container references."""
+    """By full id, then name, then unique id prefix: docker's order of resolution."""
     found = list(all_containers(store))
-    for c in found:
-        if ref in (c.name, c.id):
-            return c
+    for matches in ([c for c in found if c.id == ref], [c for c in found if c.name == ref]):
+        if matches:
+            return matches[0]
     matches = [c for c in found if ref and c.id.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
@@ -111,11 +192,22 @@ def find(store: Store, ref: str) -> Container:
     raise ContainerNotFound(ref)
 
 
-def remove_files(store: Store, c: Container) -> None:
+def _remove_files(store: Store, c: Container) -> None:
     p = paths(store, c.id)
     for sock in (p.ctl_socket, p.io_socket):
         sock.unlink(missing_ok=True)
     shutil.rmtree(p.dir, ignore_errors=True)
+
+
+def remove_files(store: Store, c: Container) -> None:
+    with store.lock("containers"):
+        _remove_files(store, c)
+
+
+def remove_sockets(store: Store, c: Container) -> None:
+    p = paths(store, c.id)
+    for sock in (p.ctl_socket, p.io_socket):
+        sock.unlink(missing_ok=True)
 
 
 def users_of_image(store: Store, image_id: str) -> list[str]:

@@ -7,8 +7,7 @@ import os
 import signal
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +15,27 @@ from typing import Protocol
 
 import libvirt
 
+from hyperrun.containers import reaper
 from hyperrun.containers import records as state
-from hyperrun.errors import BootAssetsMissing, BootFailed, GuestGone, ImageNotFound, UsageError
-from hyperrun.images.disk import create_overlay
+from hyperrun.errors import (
+    EXIT_HYPERRUN,
+    BootAssetsMissing,
+    BootFailed,
+    GuestGone,
+    HyperrunError,
+    ImageNotFound,
+    UsageError,
+)
+from hyperrun.images.disk import create_overlay, share_with_qemu
 from hyperrun.images.model import Image, ImageConfig
 from hyperrun.images.store import ImageStore
 from hyperrun.log import log
 from hyperrun.spec import ProcessSpec, PullPolicy, RunSpec, VmSpec, WinSize
 from hyperrun.store import Store, remove_path
-from hyperrun.subproc import spawn_detached
 from hyperrun.vm import accel as accel_mod
 from hyperrun.vm import hypervisor
 from hyperrun.vm.domain_xml import domain_xml
+from hyperrun.vm.protocol import CTL_MAX, encode_fields
 from hyperrun.vm.session import GuestSession
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -131,6 +139,30 @@ def resolve_image(store: Store, run: RunSpec, pull: Callable[[str], Image]) -> I
     return pull(run.image)
 
 
+def check_exec_size(process: ProcessSpec) -> None:
+    """Refuse, before any VM boots, a process spec that cannot reach the guest.
+
+    The EXEC message carries argv, environment and settings in one control frame; the
+    agent drops a frame over CTL_MAX and the run would fail only after booting, as "the
+    VM stopped unexpectedly". The window size is counted at its widest.
+    """
+    fields: list[tuple[str, str | int]] = [("id", 1)]
+    fields += [("arg", a) for a in process.args]
+    fields += [("env", e) for e in process.env]
+    fields += [("cwd", process.cwd), ("user", process.user), ("tty", 1), ("stdin", 1),
+               ("main", 1), ("rows", 65535), ("cols", 65535)]
+    try:
+        size = len(encode_fields(fields))
+    except ValueError:
+        raise UsageError("the command, environment, user or working directory contains "
+                         "a NUL byte", hint="no process can be given a NUL byte") from None
+    if size > CTL_MAX:
+        raise UsageError(
+            f"the command line and environment take {size} bytes; the guest accepts at "
+            f"most {CTL_MAX} bytes",
+            hint="pass less through the command, -e/--env-file or the image's Env")
+
+
 def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
         terminal: Terminal | None) -> int:
     """Run the container to completion and return its exit status.
@@ -139,21 +171,26 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
     """
     images = ImageStore(store)
     image = resolve_image(store, run, pull)
+    cid = state.new_id()
+    hostname = run.hostname or cid[:12]
+    process = process_spec(image.config, run, hostname)
+    check_exec_size(process)
     assets = boot_assets(store, run.kernel)
     accel = accel_mod.resolve(run.accel)
     conn = hypervisor.connect(uri)
     try:
         base = images.base_disk(image)
-        container = state.create(store, run.name, run.image, image.id, run.command,
-                                 remove=run.remove)
-        files = state.paths(store, container.id)
-        hostname = run.hostname or container.id[:12]
-        process = process_spec(image.config, run, hostname)
-        with _cleanup(uri, container.domain, files, remove=run.remove):
+        share_with_qemu(base, hypervisor.qemu_ids(conn, accel))
+        with _Cleanup(store, uri, remove=run.remove) as job:
+            container = job.container = state.create(
+                store, cid, run.name, run.image, image.id, run.command, remove=run.remove)
+            files = state.paths(store, container.id)
             create_overlay(base, files.overlay)
+            # virtlogd appends to an existing file and keeps its mode: root's alone.
+            files.console_log.touch(mode=0o600)
             vm = VmSpec(
                 name=container.domain,
-                uuid=str(uuid.uuid4()),
+                uuid=container.domain_uuid,
                 accel=accel,
                 vcpus=run.cpus,
                 memory_mib=run.memory_mib,
@@ -165,9 +202,10 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 ctl_socket=files.ctl_socket,
                 io_socket=files.io_socket,
                 console_log=files.console_log,
+                owner=state.owner(store, container),
                 loader=QBOOT if QBOOT.is_file() else None,
             )
-            status = _boot_and_run(conn, vm, process, hostname, terminal)
+            status = _boot_and_run(conn, vm, process, hostname, terminal, job.started)
             if not run.remove:
                 state.record_exit(store, container, status)
             return status
@@ -176,11 +214,14 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
 
 
 def _boot_and_run(conn: libvirt.virConnect, vm: VmSpec, process: ProcessSpec,
-                  hostname: str, terminal: Terminal | None) -> int:
+                  hostname: str, terminal: Terminal | None,
+                  started_vm: Callable[[], None]) -> int:
     xml = domain_xml(vm)
     log.debug("domain XML:\n%s", xml)
     started = time.monotonic()
     with hypervisor.transient_domain(conn, xml) as dom:
+        started_vm()
+
         def alive() -> bool:
             return hypervisor.is_active(dom)
 
@@ -210,22 +251,44 @@ def _boot_and_run(conn: libvirt.virConnect, vm: VmSpec, process: ProcessSpec,
             raise BootFailed(f"{exc}", _console_tail(vm.console_log)) from None
 
 
-@contextlib.contextmanager
-def _cleanup(uri: str, domain: str, files: state.Paths, remove: bool) -> Iterator[None]:
-    """Remove sockets (and with --rm the container) once its domain has gone.
+class _Cleanup:
+    """What a run leaves behind, and who removes it.
 
-    On success that wait happens in a detached process, so the user gets the exit
-    status without waiting for libvirt's teardown; on failure the domain has already
-    been destroyed and we clean up here.
+    Created inside this context, the container's record and files never outlive a failure
+    before its VM started; after that a container kept (no --rm) records how it ended.
+    On success the sockets (and with --rm the container) go once the domain has gone, in a
+    detached reaper, so the user gets the exit status without waiting for libvirt.
     """
-    leftovers = [files.ctl_socket, files.io_socket]
-    if remove:
-        leftovers.append(files.dir)
-    try:
-        yield
-    except BaseException:
+
+    def __init__(self, store: Store, uri: str, remove: bool) -> None:
+        self.store = store
+        self.uri = uri
+        self.remove = remove
+        self.container: state.Container | None = None
+        self.vm_started = False
+
+    def started(self) -> None:
+        self.vm_started = True
+
+    def __enter__(self) -> _Cleanup:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        c = self.container
+        if c is None:
+            return
+        files = state.paths(self.store, c.id)
+        leftovers = [files.ctl_socket, files.io_socket]
+        if self.remove or not self.vm_started:
+            leftovers.append(files.dir)
+        if exc is None:
+            reaper.spawn(self.uri, c.domain_uuid, state.owner(self.store, c), leftovers)
+            return
+        if self.vm_started and not self.remove:
+            status = (exc.status if isinstance(exc, HyperrunError)
+                      else 130 if isinstance(exc, KeyboardInterrupt) else EXIT_HYPERRUN)
+            message = exc.message if isinstance(exc, HyperrunError) else type(exc).__name__
+            state.record_exit(self.store, c, status, message)
         for path in leftovers:
             remove_path(path)
-        raise
-    spawn_detached([sys.executable, "-m", "hyperrun.containers.reaper", uri, domain,
-                    *map(str, leftovers)])

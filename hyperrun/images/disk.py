@@ -3,18 +3,65 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
 
 from hyperrun import subproc
+from hyperrun.errors import HyperrunError
 
 GiB = 1 << 30
 HEADROOM = 2 * GiB  # room for containers to write, sparse until they do
 GROWTH = 1.3  # ext4 metadata, directories and block rounding on top of the files themselves
 ALIGN = 4 << 20
 BYTES_PER_INODE = 16384  # mke2fs's default inode_ratio
+
+# Container data is root's and QEMU's alone. A base disk is read by the QEMU of every
+# container of its image: 0440 to QEMU's group, so no relabelling is needed. An overlay is
+# 0600 root: libvirt's dynamic ownership lends it to QEMU's user while the VM runs and
+# gives it back to root afterwards.
+BASE_MODE = 0o440
+OVERLAY_MODE = 0o600
+QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+DEFAULT_QEMU_GROUP = "libvirt-qemu"  # Debian's libvirt runs QEMU as libvirt-qemu:libvirt-qemu
+
+
+def qemu_group(conf: Path = QEMU_CONF) -> int:
+    """QEMU's group under qemu:///system as qemu.conf sets it (a best guess without libvirt;
+    `run` corrects the disk from libvirt's own answer, see share_with_qemu)."""
+    name = DEFAULT_QEMU_GROUP
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in conf.read_text().splitlines():
+            found = re.fullmatch(r'\s*group\s*=\s*"([^"]+)"\s*', line)
+            if found:
+                name = found[1]
+    if name.startswith("+") and name[1:].isdigit():
+        return int(name[1:])
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return 0
+
+
+def share_with_qemu(base: Path, ids: tuple[int, int] | None) -> None:
+    """Make a base disk readable by QEMU's group (ids from libvirt) and nobody else.
+
+    Also brings disks built before this rule, or for another QEMU group, in line.
+    """
+    if ids is None:
+        return
+    try:
+        st = os.stat(base)
+        if st.st_gid != ids[1] or st.st_uid != 0:
+            os.chown(base, 0, ids[1])
+        if stat.S_IMODE(st.st_mode) != BASE_MODE:
+            os.chmod(base, BASE_MODE)
+    except OSError as exc:
+        raise HyperrunError(f"cannot give QEMU access to {base}: {exc.strerror}",
+                            hint="hyperrun must run as root on a writable store") from None
 
 
 def measure(root: Path) -> tuple[int, int]:
@@ -42,7 +89,7 @@ def base_disk_size(used: int) -> int:
 
 
 def build_base_disk(staging_root: Path, out_path: Path) -> None:
-    """Build a read-only (0444) raw ext4 disk of staging_root at out_path, atomically."""
+    """Build a read-only raw ext4 disk (BASE_MODE, QEMU's group) of staging_root at out_path."""
     used, inodes = measure(staging_root)
     size = base_disk_size(used)
     # Enough inodes for the image twice over, never fewer than mke2fs would choose.
@@ -64,7 +111,8 @@ def build_base_disk(staging_root: Path, out_path: Path) -> None:
             "-N", str(inode_count),
             tmp,
         ])
-        os.chmod(tmp, 0o444)
+        os.chown(tmp, 0, qemu_group())
+        os.chmod(tmp, BASE_MODE)
         os.replace(tmp, out_path)
     except BaseException:
         if fd >= 0:
@@ -80,5 +128,5 @@ def create_overlay(base: Path, overlay: Path) -> None:
     subproc.run([
         "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(overlay),
     ])
-    # libvirt's dynamic ownership hands the file to the qemu user; keep it readable meanwhile.
-    os.chmod(overlay, 0o644)
+    # qemu-img ran with umask 077 (subproc); say the mode outright all the same.
+    os.chmod(overlay, OVERLAY_MODE)

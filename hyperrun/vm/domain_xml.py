@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from hyperrun.spec import Accel, VmSpec
+from hyperrun.spec import Accel, DomainOwner, VmSpec
 from hyperrun.vm.protocol import CTL_PORT, IO_PORT
+
+# hyperrun's element in a domain's <metadata>: which store and container the domain is for.
+METADATA_NS = "https://hyperrun.dev/xmlns/container/1"
+METADATA_PREFIX = "hyperrun"
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -22,6 +26,13 @@ def domain_xml(vm: VmSpec) -> str:
     dom = ET.Element("domain", type="kvm" if vm.accel is Accel.KVM else "qemu")
     _sub(dom, "name", vm.name)
     _sub(dom, "uuid", vm.uuid)
+    metadata = _sub(dom, "metadata")
+    # Prefixed names with the namespace declared on the element itself, as libvirt wants
+    # metadata elements; ElementTree would otherwise hoist the declaration to <domain>.
+    owner = _sub(metadata, f"{METADATA_PREFIX}:container",
+                 **{f"xmlns:{METADATA_PREFIX}": METADATA_NS})
+    _sub(owner, f"{METADATA_PREFIX}:store", vm.owner.store_id)
+    _sub(owner, f"{METADATA_PREFIX}:id", vm.owner.container_id)
     _sub(dom, "memory", str(vm.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(vm.vcpus))
 
@@ -79,3 +90,24 @@ def domain_xml(vm: VmSpec) -> str:
 
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode") + "\n"
+
+
+def parse_owner(metadata: str) -> DomainOwner | None:
+    """The owner in hyperrun's metadata element as libvirt returns it, if well-formed.
+
+    libvirt hands the element back with its namespace dropped (it was looked up by that
+    namespace), so plain names are ours; any other namespace is not.
+    """
+    try:
+        root = ET.fromstring(metadata)
+    except ET.ParseError:
+        return None
+
+    def local(tag: str) -> str | None:
+        ns, _, name = tag[1:].partition("}") if tag.startswith("{") else (METADATA_NS, "", tag)
+        return name if ns == METADATA_NS else None
+
+    fields = {local(child.tag): (child.text or "").strip() for child in root}
+    if local(root.tag) != "container" or not fields.get("store") or not fields.get("id"):
+        return None
+    return DomainOwner(fields["store"], fields["id"])

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import libvirt
 
 from hyperrun.errors import HypervisorError
 from hyperrun.log import log
+from hyperrun.spec import Accel, DomainOwner
+from hyperrun.vm.domain_xml import METADATA_NS, parse_owner
 
 DEFAULT_URI = "qemu:///system"
 
@@ -69,13 +73,45 @@ def is_active(dom: libvirt.virDomain) -> bool:
         return False
 
 
-def wait_gone(conn: libvirt.virConnect, name: str, timeout: float) -> bool:
-    """Wait until no domain called `name` exists; True if it went within timeout."""
+def owned_domain(conn: libvirt.virConnect, uuid: str,
+                 owner: DomainOwner) -> libvirt.virDomain | None:
+    """The domain with this UUID if its metadata names owner as its store and container.
+
+    Names are never trusted: another store on the same libvirt may use any name, and a
+    UUID alone could be reused by a domain that is not ours.
+    """
+    if not uuid:
+        return None
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+        metadata = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+    except libvirt.libvirtError:
+        return None
+    return dom if parse_owner(metadata) == owner else None
+
+
+def wait_gone(conn: libvirt.virConnect, uuid: str, owner: DomainOwner, timeout: float) -> bool:
+    """Wait until owner's domain no longer exists; True if it went within timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            conn.lookupByName(name)
-        except libvirt.libvirtError:
+        if owned_domain(conn, uuid, owner) is None:
             return True
         time.sleep(0.05)
-    return False
+    return owned_domain(conn, uuid, owner) is None
+
+
+def qemu_ids(conn: libvirt.virConnect, accel: Accel) -> tuple[int, int] | None:
+    """The uid and gid QEMU runs as for this domain type (libvirt's DAC base label)."""
+    try:
+        caps = ET.fromstring(conn.getCapabilities())
+    except (libvirt.libvirtError, ET.ParseError):
+        return None
+    domain_type = "kvm" if accel is Accel.KVM else "qemu"
+    for model in caps.iterfind("host/secmodel"):
+        if model.findtext("model") != "dac":
+            continue
+        for label in model.iterfind("baselabel"):
+            found = re.fullmatch(r"\+(\d+):\+(\d+)", (label.text or "").strip())
+            if label.get("type") == domain_type and found:
+                return int(found[1]), int(found[2])
+    return None

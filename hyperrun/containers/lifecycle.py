@@ -1,0 +1,63 @@
+"""A container's state as `ps` and `rm` see it: its record checked against libvirt.
+
+A domain counts as a container's only when the UUID in the record finds it and its
+metadata names this store and this container (hypervisor.owned_domain); names are shared
+by every store on the host and prove nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import libvirt
+
+from hyperrun.containers import records
+from hyperrun.containers.records import Container
+from hyperrun.errors import UsageError
+from hyperrun.store import Store, process_alive
+from hyperrun.vm import hypervisor
+
+# The status recorded for a container whose `hyperrun run` was killed outright (SIGKILL,
+# OOM killer): libvirt ended its VM with it, so its process was stopped without warning,
+# which is what docker reports as 137 (128 + SIGKILL). 125 would claim that the process
+# never started, and it may well have run for hours.
+EXIT_KILLED = 137
+KILLED_NOTE = "its `hyperrun run` (pid {pid}) was killed, and the VM ended with it"
+
+
+class State(enum.Enum):
+    CREATED = "Created"  # its `hyperrun run` is still setting it up
+    UP = "Up"
+    EXITED = "Exited"
+
+
+def domain(conn: libvirt.virConnect, store: Store, c: Container) -> libvirt.virDomain | None:
+    return hypervisor.owned_domain(conn, c.domain_uuid, records.owner(store, c))
+
+
+def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Container, State]:
+    """c's current state; a run that was killed is recorded as exited on the way."""
+    if c.exit_status is not None:
+        return c, State.EXITED
+    dom = domain(conn, store, c)
+    if dom is not None and hypervisor.is_active(dom):
+        return c, State.UP
+    if c.owner_pid and process_alive(c.owner_pid):
+        return c, State.CREATED
+    # Its owner is gone and so is its VM: nobody will ever record how it ended.
+    c = records.record_exit(store, c, EXIT_KILLED, KILLED_NOTE.format(pid=c.owner_pid))
+    records.remove_sockets(store, c)
+    return c, State.EXITED
+
+
+def remove(conn: libvirt.virConnect, store: Store, c: Container, force: bool) -> None:
+    """Remove c's files; a container that has not exited needs force, and is stopped first."""
+    c, state = refresh(conn, store, c)
+    if state is not State.EXITED and not force:
+        raise UsageError(f"container {c.name} is running",
+                         hint="stop it first, or use `hyperrun rm -f`")
+    dom = domain(conn, store, c)
+    if dom is not None:  # running, or an exited one libvirt is still tearing down
+        hypervisor.destroy(dom)
+        hypervisor.wait_gone(conn, c.domain_uuid, records.owner(store, c), timeout=30.0)
+    records.remove_files(store, c)
