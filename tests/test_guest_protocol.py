@@ -420,13 +420,14 @@ class FakeConnection:
 def boot_and_run(tmp_path: Path, *steps: Step) -> tuple[FakeConnection, Exception]:
     """_boot_and_run against a guest playing CONTAINER -> OK, then `steps` after EXEC."""
     from hyperrun.containers.run import _boot_and_run
-    from hyperrun.spec import Accel, VmSpec
+    from hyperrun.spec import Accel, DomainOwner, VmSpec
 
     vm = VmSpec(name="t", uuid="00000000-0000-0000-0000-000000000000", accel=Accel.TCG,
                 vcpus=1, memory_mib=64, kernel=tmp_path / "k", initrd=tmp_path / "i",
                 cmdline="", overlay=tmp_path / "o", base=tmp_path / "b",
                 ctl_socket=tmp_path / "ctl.sock", io_socket=tmp_path / "io.sock",
-                console_log=tmp_path / "console.log")
+                console_log=tmp_path / "console.log",
+                owner=DomainOwner(store_id="0" * 32, container_id="1" * 64))
     vm.console_log.write_text("[ 0.1] booting\n" + HOSTILE + "\n")
     listening = ListeningGuest(vm.ctl_socket, vm.io_socket)
 
@@ -438,7 +439,7 @@ def boot_and_run(tmp_path: Path, *steps: Step) -> tuple[FakeConnection, Exceptio
     conn = FakeConnection()
     try:
         with pytest.raises(HyperrunError) as info:
-            _boot_and_run(conn, vm, SPEC, "h", None)  # type: ignore[arg-type]
+            _boot_and_run(conn, vm, SPEC, "h", None, lambda: None)  # type: ignore[arg-type]
     finally:
         listening.close()
     return conn, info.value
