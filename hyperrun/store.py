@@ -6,13 +6,18 @@ import contextlib
 import fcntl
 import glob
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hyperrun.errors import HyperrunError
+
 DEFAULT_ROOT = "/var/lib/hyperrun"
+_STORE_ID_RE = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class Store:
     sock/                virtio-serial channel sockets (short paths: sun_path is 108 bytes)
     boot/                vmlinuz and initrd.img installed by scripts/setup
     tmp/                 staging; same filesystem as the rest, so renames are atomic
+    id                   this store's random identity (domain names and metadata carry it)
     """
 
     root: Path
@@ -67,6 +73,30 @@ class Store:
         if algo != "sha256" or len(hexpart) != 64 or hexpart.strip("0123456789abcdef"):
             raise ValueError(f"unsupported digest {digest!r}")
         return self.blobs / hexpart
+
+    def identity(self) -> str:
+        """This store's random id, made on first use: it tells its domains from other stores'.
+
+        One libvirt serves every store on the host, so domain names and metadata carry it.
+        """
+        path = self.root / "id"
+        if not path.exists():
+            self.ensure()
+            fd, tmp = tempfile.mkstemp(prefix=".id.", dir=self.root)
+            try:
+                os.write(fd, secrets.token_hex(6).encode() + b"\n")
+                os.close(fd)
+                os.chmod(tmp, 0o644)
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)  # the first writer wins; everyone reads its id
+            finally:
+                os.unlink(tmp)
+        text = path.read_text().strip()
+        if not _STORE_ID_RE.fullmatch(text):
+            raise HyperrunError(f"{path} does not hold a store id",
+                                hint="restore it from a backup, or remove it when no "
+                                     "container of this store is running")
+        return text
 
     def ensure(self) -> None:
         # QEMU runs as an unprivileged user under qemu:///system and must reach the disks

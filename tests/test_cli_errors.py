@@ -85,6 +85,19 @@ def test_invalid_name(root: Path, name: str) -> None:
     assert _nothing_created(root)
 
 
+@pytest.mark.parametrize("hostname", ["a\0b", "x" * 65, "-dash", "has space", "a..b", "ünï"])
+def test_invalid_hostname(root: Path, hostname: str) -> None:
+    if "\0" in hostname:  # argv cannot carry a NUL: test the parser itself
+        from hyperrun.cli.run import validate_hostname
+        from hyperrun.errors import UsageError
+        with pytest.raises(UsageError, match="--hostname"):
+            validate_hostname(hostname)
+        return
+    _one_line_error(_hyperrun(root, "run", f"--hostname={hostname}", "busybox", "true"), 125,
+                    "--hostname")
+    assert _nothing_created(root)
+
+
 def test_kvm_requested_where_unavailable(root: Path) -> None:
     if accel.kvm_problem() is None:
         pytest.skip("this host has usable hardware virtualisation")

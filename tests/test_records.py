@@ -69,10 +69,10 @@ def test_domain_is_unique_to_store_and_container(tmp_path) -> None:
     one, two = Store(tmp_path / "one"), Store(tmp_path / "two")
     cid = records.new_id()
     a, b = _create(one, name="same", cid=cid), _create(two, name="same", cid=cid)
-    assert records.store_id(one) != records.store_id(two)
+    assert one.identity() != two.identity()
     assert a.domain != b.domain and a.domain_uuid != b.domain_uuid
     assert "same" not in a.domain
-    assert records.store_id(one) == records.store_id(one)  # made once, then kept
+    assert one.identity() == one.identity()  # made once, then kept
 
 
 def test_record_is_private(store: Store) -> None:

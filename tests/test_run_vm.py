@@ -14,7 +14,6 @@ import libvirt
 import pexpect
 import pytest
 
-from hyperrun.containers import records
 from hyperrun.spec import Accel
 from hyperrun.store import Store
 from hyperrun.vm import accel
@@ -28,7 +27,7 @@ def _out(proc: subprocess.CompletedProcess[bytes]) -> str:
 
 def _domains(root: Path) -> list[str]:
     """The domains of the store at root (others' tests may run VMs on this libvirt too)."""
-    prefix = f"hyperrun-{records.store_id(Store(root))}-"
+    prefix = f"hyperrun-{Store(root).identity()}-"
     conn = libvirt.open("qemu:///system")
     try:
         return [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]

@@ -109,6 +109,22 @@ def _env_entries(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(out)
 
 
+_HOSTNAME_RE = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+HOSTNAME_MAX = 64  # Linux's HOST_NAME_MAX
+
+
+def validate_hostname(value: str | None) -> str | None:
+    """--hostname must be an RFC 1123 host name the guest kernel accepts."""
+    if value is None:
+        return None
+    if len(value) > HOSTNAME_MAX or not _HOSTNAME_RE.fullmatch(value):
+        raise UsageError(f"invalid --hostname {value[:80]!r}",
+                         hint=f"letters, digits, '-' and '.' labels, at most {HOSTNAME_MAX} "
+                              "characters, e.g. web-1.example")
+    return value
+
+
 def _entrypoint(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -124,7 +140,7 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         env=_env_entries(args),
         workdir=args.workdir,
         user=args.user,
-        hostname=args.hostname,
+        hostname=validate_hostname(args.hostname),
         name=None if args.name is None else validate_name(args.name),
         tty=args.tty,
         interactive=args.interactive,

@@ -9,14 +9,13 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from hyperrun.errors import ContainerNotFound, HyperrunError, UsageError
+from hyperrun.errors import ContainerNotFound, UsageError
 from hyperrun.spec import DomainOwner
 from hyperrun.store import Store, atomic_write, process_alive, remove_path
 
@@ -24,7 +23,6 @@ from hyperrun.store import Store, atomic_write, process_alive, remove_path
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 NAME_HINT = ("use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter "
              "or a digit")
-STORE_ID_RE = re.compile(r"[0-9a-f]{12}")
 RECORD_MODE = 0o600  # the command line may carry secrets
 
 
@@ -71,30 +69,8 @@ def paths(store: Store, container_id: str) -> Paths:
                  store.sockets / f"{short}.io")
 
 
-def store_id(store: Store) -> str:
-    """This store's random id, made on first use: it tells its domains from other stores'."""
-    path = store.root / "id"
-    if not path.exists():
-        store.ensure()
-        fd, tmp = tempfile.mkstemp(prefix=".id.", dir=store.root)
-        try:
-            os.write(fd, secrets.token_hex(6).encode() + b"\n")
-            os.close(fd)
-            os.chmod(tmp, 0o644)
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)  # the first writer wins; everyone reads its id
-        finally:
-            os.unlink(tmp)
-    text = path.read_text().strip()
-    if not STORE_ID_RE.fullmatch(text):
-        raise HyperrunError(f"{path} does not hold a store id",
-                            hint="restore it from a backup, or remove it when no "
-                                 "container of this store is running")
-    return text
-
-
 def owner(store: Store, c: Container) -> DomainOwner:
-    return DomainOwner(store_id(store), c.id)
+    return DomainOwner(store.identity(), c.id)
 
 
 def validate_name(name: str) -> str:
@@ -153,7 +129,7 @@ def create(store: Store, cid: str, name: str | None, image: str, image_id: str,
     """Reserve a unique name and make the container's directory and record."""
     if name is not None:
         validate_name(name)
-    domain = f"hyperrun-{store_id(store)}-{cid[:12]}"
+    domain = f"hyperrun-{store.identity()}-{cid[:12]}"
     with store.lock("containers"):
         _sweep(store)
         if name and any(c.name == name for c in all_containers(store)):
