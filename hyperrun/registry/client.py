@@ -91,6 +91,10 @@ class Registry:
         self.host = host
         self._settings_key = urlsplit(endpoint).netloc if endpoint else host
         self.settings = config.registry(self._settings_key)
+        # Loopback registries may use plain HTTP themselves, but that says nothing about a
+        # token server elsewhere: only an explicit `insecure` allows a plain-HTTP realm.
+        explicit = config.registries.get(self._settings_key)
+        self._insecure_realms = explicit is not None and explicit.insecure
         self.limits = config.pull
         self.credentials = credentials
         self._fixed_endpoint = endpoint.rstrip("/") if endpoint else None
@@ -254,7 +258,7 @@ class Registry:
         base = urlsplit(self.base)
         key = self._settings_key
         if split.scheme == "http" and base.scheme == "https" \
-                and not is_loopback(realm_host) and not self.settings.insecure:
+                and not is_loopback(realm_host) and not self._insecure_realms:
             raise Unauthorized(
                 f"{self.host} sends us to a plain-HTTP token server at {where}; refused",
                 hint=f"tokens over plain HTTP can be read on the way; if {key} really works "
