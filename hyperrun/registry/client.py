@@ -11,14 +11,12 @@ under a deadline (transport.py), so a registry that trickles bytes cannot hold a
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -26,7 +24,7 @@ import requests
 from hyperrun.config import Config, is_loopback
 from hyperrun.errors import ManifestNotFound, RegistryError, RegistryUnreachable, Unauthorized
 from hyperrun.reference import DEFAULT_DOMAIN
-from hyperrun.registry import transport
+from hyperrun.registry import answers, transport
 from hyperrun.registry.credentials import Credentials, registry_host
 
 log = logging.getLogger("hyperrun")
@@ -34,17 +32,11 @@ log = logging.getLogger("hyperrun")
 USER_AGENT = "hyperrun/0.1 (OCI distribution client)"
 CONNECT_TIMEOUT = 10.0
 MAX_REDIRECTS = 8
-MAX_ERROR_BODY = 64 << 10
 MAX_TOKEN_BODY = 1 << 20
-MAX_TEXT = 200  # characters of registry-supplied text kept in an error message
 # Hosts whose token service is another host by design: Docker Hub's is auth.docker.io.
 BUILTIN_REALMS = {DEFAULT_DOMAIN: ("auth.docker.io",)}
-_CHUNK = 1 << 16
 _RETRY_STATUSES = (429, 500, 502, 503, 504)
-_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")  # what can travel in an Authorization header
-_SLOW_HINT = ("the registry or the network is stuck or very slow; if it is just slow, raise "
-              "pull.stall_timeout (or lower pull.min_speed) in config.yaml")
 
 
 class _NoAuth(requests.auth.AuthBase):
@@ -136,7 +128,7 @@ class Registry:
         with resp:
             if resp.status_code != 200:
                 raise self._error(resp, f"manifest for {what}")
-            body = self._read_capped(resp, cap, f"manifest for {what}")
+            body = answers.read_capped(resp, cap, f"manifest for {what}", self.limits)
             content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         return body, content_type
 
@@ -168,11 +160,11 @@ class Registry:
             # HTTP server: falling back would only hide the real problem.
             if not self.settings.insecure or _caused_by(exc, ssl.SSLCertVerificationError):
                 raise self._tls_error(exc) from None
-            log.debug("%s: no TLS (%s); using plain HTTP", self.host, _reason(exc))
+            log.debug("%s: no TLS (%s); using plain HTTP", self.host, answers.reason(exc))
         except requests.exceptions.ConnectionError as exc:
             if not self.settings.insecure:
                 raise self._unreachable(exc) from None
-            log.debug("%s: HTTPS failed (%s); trying plain HTTP", self.host, _reason(exc))
+            log.debug("%s: HTTPS failed (%s); trying plain HTTP", self.host, answers.reason(exc))
         return f"http://{self.host}"
 
     def _request(self, method: str, path: str, scope: str | None, *,
@@ -228,7 +220,7 @@ class Registry:
             url = requests.Request("GET", realm, params=params).prepare().url or realm
         except requests.exceptions.RequestException:
             raise Unauthorized(f"unauthorized: {self.host} gave an invalid token realm "
-                               f"{_bounded(realm, 80)}", status_code=401) from None
+                               f"{answers.bounded(realm, 80)}", status_code=401) from None
         log.debug("token from %s", url)
         resp = self._send("GET", url, headers)
         with resp:
@@ -236,8 +228,9 @@ class Registry:
                 raise self._unauthorized()
             if resp.status_code != 200:
                 raise self._error(resp, f"token for {self.host}")
-            body = self._read_capped(resp, MAX_TOKEN_BODY, f"token for {self.host}")
-        doc = _json(body) if body else {}
+            body = answers.read_capped(resp, MAX_TOKEN_BODY, f"token for {self.host}",
+                                        self.limits)
+        doc = answers.parse_json(body) if body else {}
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
             raise RegistryError(f"the token server of {self.host} sent no usable token",
@@ -253,7 +246,7 @@ class Registry:
         requests may go anywhere (that is how Docker Hub works).
         """
         split = urlsplit(realm)
-        where = _bounded(split.netloc, 80)
+        where = answers.bounded(split.netloc, 80)
         realm_host = (split.hostname or "").lower()
         base = urlsplit(self.base)
         key = self._settings_key
@@ -272,7 +265,7 @@ class Registry:
             raise Unauthorized(
                 f"refusing to send the credentials for {self.host} to the token server at "
                 f"{where}, another host",
-                hint=f"if {_bounded(realm_host, 80)} is the token service of {key}, list it "
+                hint=f"if {answers.bounded(realm_host, 80)} is the token service of {key}, list it "
                      f"in registries.{key}.token_realms in config.yaml",
                 status_code=401)
 
@@ -298,16 +291,16 @@ class Registry:
                                                 verify=verify)
                 except requests.exceptions.SSLError:
                     if deadline.fired:
-                        raise self._stalled(url) from None
+                        raise answers.stalled(url, self.limits) from None
                     raise
                 except (requests.exceptions.ConnectionError,
                         requests.exceptions.Timeout) as exc:
                     if deadline.fired:
-                        raise self._stalled(url) from None
+                        raise answers.stalled(url, self.limits) from None
                     raise self._unreachable(exc, url) from None
                 except requests.exceptions.RequestException as exc:
-                    raise RegistryError(f"request to {_bounded(urlsplit(url).netloc, 80)} "
-                                        f"failed: {_bounded(str(exc))}") from None
+                    raise RegistryError(f"request to {answers.bounded(urlsplit(url).netloc, 80)} "
+                                        f"failed: {answers.bounded(str(exc))}") from None
             if not (resp.is_redirect and resp.headers.get("Location")):
                 return resp
             target = urljoin(url, resp.headers["Location"])
@@ -315,7 +308,7 @@ class Registry:
             split = urlsplit(target)
             if split.scheme not in ("http", "https"):
                 raise RegistryError(f"{self.host} redirected to an unsupported URL "
-                                    f"{_bounded(target, 80)}")
+                                    f"{answers.bounded(target, 80)}")
             if split.scheme == "http" and urlsplit(url).scheme == "https" \
                     and not is_loopback(split.netloc):
                 raise RegistryError(f"{self.host} redirected from HTTPS to plain HTTP; refused")
@@ -327,23 +320,17 @@ class Registry:
 
     # ---- errors ----------------------------------------------------------------------------
 
-    def _stalled(self, url: str, what: str | None = None) -> RegistryUnreachable:
-        where = _bounded(urlsplit(url).netloc, 80)
-        return RegistryUnreachable(
-            f"{what + ': ' if what else ''}{where} sent no complete answer within "
-            f"{self.limits.stall_timeout:g} s; gave up", hint=_SLOW_HINT)
-
     def _unreachable(self, exc: Exception, url: str | None = None) -> RegistryUnreachable:
-        where = _bounded(urlsplit(url).netloc, 80) if url else self.host
+        where = answers.bounded(urlsplit(url).netloc, 80) if url else self.host
         if isinstance(exc, requests.exceptions.SSLError):
             return self._tls_error(exc)
         return RegistryUnreachable(
-            f"cannot reach registry {where}: {_reason(exc)}",
+            f"cannot reach registry {where}: {answers.reason(exc)}",
             hint="check the registry address and that it is up (and the network, proxy, DNS)")
 
     def _tls_error(self, exc: Exception) -> RegistryUnreachable:
         return RegistryUnreachable(
-            f"TLS with registry {self.host} failed: {_reason(exc)}",
+            f"TLS with registry {self.host} failed: {answers.reason(exc)}",
             hint=f"if it uses its own CA, set registries.{self.host}.ca in config.yaml")
 
     def _unauthorized(self) -> Unauthorized:
@@ -361,11 +348,11 @@ class Registry:
                 and wait > self.limits.retry_after_max:
             return RegistryError(
                 f"{what}: {self.host} answered {resp.status_code} and asks to retry in "
-                f"{_duration(wait)}", status_code=resp.status_code,
+                f"{answers.duration(wait)}", status_code=resp.status_code,
                 hint=f"that is more than pull.retry_after_max "
                      f"({self.limits.retry_after_max:g} s); try again later")
-        detail = self._error_detail(resp)
-        reason = _bounded(resp.reason or "")
+        detail = answers.error_detail(resp, self.limits)
+        reason = answers.bounded(resp.reason or "")
         if resp.status_code == 404:
             return ManifestNotFound(f"{what} not found: {detail or 'not found'}",
                                     hint="check the name and tag (`hyperrun pull NAME:TAG`)",
@@ -378,72 +365,9 @@ class Registry:
         return RegistryError(f"{what}: {self.host} answered {resp.status_code} "
                              f"{detail or reason}", status_code=resp.status_code)
 
-    # ---- reading bodies --------------------------------------------------------------------
-
-    def _read_capped(self, resp: requests.Response, cap: int, what: str) -> bytes:
-        """A small document's body, which must arrive whole within stall_timeout."""
-        length = _content_length(resp)
-        if length is not None and length > cap:
-            raise RegistryError(f"{what} is {length} bytes; refusing more than {cap}")
-        data = bytearray()
-        with transport.reading(resp, self.limits.stall_timeout) as deadline:
-            try:
-                for chunk in resp.iter_content(_CHUNK):
-                    data += chunk
-                    if len(data) > cap:
-                        raise RegistryError(f"{what} is larger than {cap} bytes; refused")
-            except requests.exceptions.RequestException as exc:
-                if deadline.fired:
-                    raise self._stalled(resp.url, what) from None
-                raise RegistryUnreachable(f"reading {what} failed: {_reason(exc)}") from None
-            if deadline.fired:  # cut short at a point that looked like the end
-                raise self._stalled(resp.url, what)
-        return bytes(data)
-
-    def _error_detail(self, resp: requests.Response) -> str:
-        """The `errors` of a distribution API error body, as `code: message` text."""
-        with transport.reading(resp, self.limits.stall_timeout):
-            try:
-                raw = resp.raw.read(MAX_ERROR_BODY, decode_content=True) if resp.raw else b""
-            except Exception:  # noqa: BLE001 - the body is only decoration for the message
-                return ""
-        return _bounded(_error_text(_json(raw)))
-
     def iter_blob(self, resp: requests.Response, what: str) -> Iterator[bytes]:
-        """The body of a blob response in chunks, as long as it makes progress.
-
-        Every stall_timeout seconds at least min_speed * stall_timeout bytes must have
-        arrived (a byte now and then does not count); a broken or stalled connection is
-        RegistryUnreachable.
-        """
-        window = self.limits.stall_timeout
-        need = max(1, int(self.limits.min_speed * window))
-        # Reads return whole chunks, so progress is seen a chunk at a time: a quarter of
-        # what a window needs keeps the measure fair to a link just above min_speed.
-        size = min(_CHUNK, max(1 << 10, need // 4))
-        got = 0
-        with transport.reading(resp, window) as deadline:
-            try:
-                for chunk in resp.iter_content(size):
-                    got += len(chunk)
-                    if got >= need:
-                        deadline.extend()
-                        got = 0
-                    yield chunk
-            except requests.exceptions.RequestException as exc:
-                if deadline.fired:
-                    raise self._slow(resp, what, need) from None
-                raise RegistryUnreachable(f"download interrupted: {_reason(exc)}",
-                                          hint="run the pull again; finished layers are kept"
-                                          ) from None
-            if deadline.fired:
-                raise self._slow(resp, what, need)
-
-    def _slow(self, resp: requests.Response, what: str, need: int) -> RegistryUnreachable:
-        return RegistryUnreachable(
-            f"{what}: download stalled: less than {need} bytes in "
-            f"{self.limits.stall_timeout:g} s from {_bounded(urlsplit(resp.url).netloc, 80)}",
-            hint=_SLOW_HINT)
+        """A blob response's body in chunks, as long as it keeps up pull.min_speed."""
+        return answers.iter_blob(resp, what, self.limits)
 
 
 def _pull(repo: str) -> str:
@@ -468,64 +392,3 @@ def _caused_by(exc: BaseException, kind: type[BaseException], depth: int = 0) ->
         return False
     inner = [exc.__cause__, exc.__context__, getattr(exc, "reason", None), *exc.args]
     return any(isinstance(e, BaseException) and _caused_by(e, kind, depth + 1) for e in inner)
-
-
-def _reason(exc: BaseException) -> str:
-    """The root cause of a requests/urllib3 connection error, e.g. `Connection refused`."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror and not isinstance(
-                seen, requests.exceptions.RequestException):
-            return str(seen.strerror)
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc)
-    match = _ERRNO_RE.search(text)
-    if match:
-        return match.group(1).strip()
-    if "timed out" in text.lower():
-        return "timed out"
-    ssl = re.search(r"SSL: ([A-Z_]+)\]?\s*([^(')]*)", text)
-    if ssl:
-        return (ssl.group(2).strip() or ssl.group(1)).lower()
-    return text[:200]
-
-
-def _content_length(resp: requests.Response) -> int | None:
-    """Content-Length if it is a plain number (int() of a huge one would raise)."""
-    value = resp.headers.get("Content-Length", "").strip()
-    return int(value) if re.fullmatch(r"[0-9]{1,18}", value) else None
-
-
-def _json(data: bytes) -> Any:
-    """Parsed JSON, or None for invalid JSON (and JSON nested deep enough to blow the stack)."""
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _error_text(doc: Any) -> str:
-    """The `errors` of a distribution API error body as `code: message; ...` text."""
-    errors = doc.get("errors") if isinstance(doc, dict) else None
-    if not isinstance(errors, list):
-        return ""
-    parts = []
-    for e in errors[:10]:
-        if not isinstance(e, dict):
-            continue
-        code, message = e.get("code"), e.get("message")
-        code = code.lower().replace("_", " ") if isinstance(code, str) else ""
-        message = message if isinstance(message, str) else ""
-        parts.append(f"{code}: {message}".strip(": "))
-    return "; ".join(p for p in parts if p)
-
-
-def _bounded(text: str, limit: int = MAX_TEXT) -> str:
-    """Registry-supplied text cut to limit characters (it is escaped when printed)."""
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _duration(seconds: float) -> str:
-    if seconds == float("inf") or seconds > 10 ** 9:
-        return "forever"
-    return f"{seconds:.0f} s" if seconds < 3600 else f"{seconds / 3600:.0f} h"
