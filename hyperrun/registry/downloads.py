@@ -42,8 +42,12 @@ def sweep(store: Store) -> None:
     """Remove partial blobs of dead pulls and lock files that nobody holds."""
     sweep_owned(store.tmp, PARTIAL)
     locks = store.tmp / "locks"
-    with contextlib.suppress(FileNotFoundError):
-        for path in locks.iterdir():
+    try:
+        entries = list(locks.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        with contextlib.suppress(OSError):  # best effort: a stray entry is no reason to fail
             fd = _try_lock(path)
             if fd is not None:  # nobody downloads this blob: its lock file is a leftover
                 _unlock(path, fd)

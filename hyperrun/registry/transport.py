@@ -117,10 +117,10 @@ class Deadline:
     def _fire(self) -> None:
         """Called by the watchdog, with _lock held."""
         conn, self._conn = self._conn, None
-        self.fired = True
         if conn is None or conn._deadline is not self:
-            return
+            return  # its connection went back to the pool: nothing to cut
         conn._deadline = None
+        self.fired = True
         sock = conn.sock
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -209,9 +209,13 @@ class _GuardedHTTPS(_Guarded, HTTPSConnection):
 
 
 def _release(conn: Any) -> None:
+    """A connection goes back to the pool: its deadline must not cut it any more."""
     if isinstance(conn, _Guarded):
         with _lock:
-            conn._deadline = None
+            deadline, conn._deadline = conn._deadline, None
+            if deadline is not None:
+                deadline._conn = None
+                _watchdog.disarm(deadline)
 
 
 class _Pool(HTTPConnectionPool):
