@@ -952,8 +952,9 @@ class SlowServer:
     so that a client that never gives up cannot keep a server thread for ever.
     """
 
-    def __init__(self, interval: float = 0.2, give_up: float = 60.0) -> None:
-        self.interval, self.give_up = interval, give_up
+    def __init__(self, interval: float = 0.2, give_up: float = 60.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.interval, self.give_up, self.tls = interval, give_up, tls
         self.image = ImageSpec(layers=[tar_bytes(file("noise.bin", os.urandom(96 << 10)))])
         self.manifest = self.image.manifest_bytes()
         self.config = self.image.config_bytes()
@@ -983,6 +984,15 @@ class SlowServer:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                if srv.tls is not None:  # the handshake here, not in the accepting thread
+                    self.request = srv.tls.wrap_socket(self.request, server_side=True)
+                super().setup()
+
+            def handle(self) -> None:
+                with contextlib.suppress(OSError):
+                    super().handle()
 
             def _trickle(self, data: bytes, step: int = 1, interval: float | None = None
                          ) -> None:

@@ -142,6 +142,26 @@ def test_trickled_manifest_is_given_up(slow_server: SlowServer, mode: Slow) -> N
     assert time.monotonic() - started < 10  # three tries (urllib3 retries a broken read)
 
 
+def test_trickled_answer_over_tls_is_given_up(tmp_path: Path) -> None:
+    """The deadline cuts a TLS connection as well (it shuts the socket under the TLS layer)."""
+    tls = Tls.make(tmp_path / "tls")
+    server = SlowServer(tls=tls.server_context())
+    config = Config(registries={server.host: RegistryConfig(ca=tls.ca_file)},
+                    pull=FAST.pull)
+    try:
+        started = time.monotonic()
+        with Registry(server.host, config) as reg, \
+                pytest.raises(RegistryUnreachable, match="no complete answer within 1 s"):
+            _no_backoff(reg)
+            reg.manifest("slow/manifest", "latest", "application/json", 1 << 20)
+        assert time.monotonic() - started < 5
+        with Registry(server.host, config) as reg:  # the same server, answering at once
+            body, _ = reg.manifest("slow/good", "latest", "application/json", 1 << 20)
+        assert body == server.manifest
+    finally:
+        server.close()
+
+
 def test_trickled_blob_is_given_up(slow_server: SlowServer) -> None:
     started = time.monotonic()
     with Registry(slow_server.host, FAST) as reg, \

@@ -129,7 +129,8 @@ class Registry:
             if resp.status_code != 200:
                 raise self._error(resp, f"manifest for {what}")
             body = answers.read_capped(resp, cap, f"manifest for {what}", self.limits)
-            content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            content_type = answers.bounded(
+                resp.headers.get("Content-Type", "").split(";")[0].strip())
         return body, content_type
 
     def blob(self, repo: str, digest: str) -> requests.Response:
