@@ -164,5 +164,5 @@ def bounded(text: str, limit: int = MAX_TEXT) -> str:
 
 def duration(seconds: float) -> str:
     if seconds > 10 ** 9:  # inf too
-        return "forever"
+        return "more than 30 years"
     return f"{seconds:.0f} s" if seconds < 3600 else f"{seconds / 3600:.0f} h"
