@@ -814,6 +814,7 @@ class BadBlob(StrEnum):
     SHORT = "short"  # fewer bytes than the descriptor's size (and Content-Length says so)
     LONG = "long"  # more bytes than the descriptor's size
     CUT = "cut"  # Content-Length is right, then the connection closes halfway
+    ODD_LENGTH = "oddlength"  # the right bytes, Content-Length `²` (isdigit(), but no int)
     GOOD = "good"  # the right bytes, for comparison
 
 
@@ -872,15 +873,22 @@ class BadBlobServer:
                 pass
 
             def _reply(self, status: int, body: bytes, ctype: str, digest: str | None = None,
-                       length: int | None = None) -> None:
+                       length: int | None = None, variant_length: str | None = None) -> None:
                 srv.requests.append((self.command, self.path, status))
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body) if length is None else length))
+                self.send_header("Content-Length", variant_length or
+                                 str(len(body) if length is None else length))
                 if digest:
                     self.send_header("Docker-Content-Digest", digest)
                 self.end_headers()
                 if self.command == "HEAD":
+                    return
+                if variant_length is not None:  # ODD_LENGTH: the body ends with the connection
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 if length is not None and length > len(body):  # CUT: announce, then drop
                     self.wfile.write(body)
@@ -913,7 +921,10 @@ class BadBlobServer:
                 elif m["kind"] == "blobs" and m["ref"] == sha256(srv.config):
                     self._reply(200, srv.config, "application/octet-stream", sha256(srv.config))
                 elif m["kind"] == "blobs" and m["ref"] == srv.layer_digest:
-                    if variant is BadBlob.CUT:
+                    if variant is BadBlob.ODD_LENGTH:
+                        self._reply(200, srv.layer, "application/octet-stream",
+                                    srv.layer_digest, variant_length="\u00b2")
+                    elif variant is BadBlob.CUT:
                         self._reply(200, srv.layer[: len(srv.layer) // 2],
                                     "application/octet-stream", srv.layer_digest,
                                     length=len(srv.layer))

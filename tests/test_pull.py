@@ -382,6 +382,12 @@ def test_good_blob_from_the_same_server(cli: Cli, bad_blob_server: BadBlobServer
     assert bad_blob_server.layer_digest in cli.blobs()
 
 
+def test_odd_content_length_is_no_crash(cli: Cli, bad_blob_server: BadBlobServer) -> None:
+    """`²`.isdigit() is true but int() refuses it: the length is ignored, the bytes checked."""
+    ok(cli("pull", bad_blob_server.ref_for(BadBlob.ODD_LENGTH)))
+    assert bad_blob_server.layer_digest in cli.blobs()
+
+
 # ---- auth --------------------------------------------------------------------------------
 
 

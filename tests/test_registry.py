@@ -319,3 +319,28 @@ def test_plain_http_realm_of_an_https_registry(tmp_path: Path) -> None:
             assert "insecure" in (err.value.hint or "")
     finally:
         origin.close()
+
+
+@pytest.mark.parametrize("headers", [
+    {"WWW-Authenticate": 'Bearer realm="http://[::1/token",service="x"'},
+    {"WWW-Authenticate": 'Bearer realm="http://127.0.0.1:99999999/token",service="x"'},
+])
+def test_unparsable_token_realm(headers: dict[str, str]) -> None:
+    """urllib raises ValueError on a bad IPv6 address or port; that is no internal error."""
+    server = Server(lambda h: (401, headers, b""))
+    try:
+        with Registry(server.host, Config()) as reg, \
+                pytest.raises(Unauthorized, match="no usable token realm"):
+            reg.manifest("repo", "v1", "application/json", 1 << 20)
+    finally:
+        server.close()
+
+
+def test_unparsable_redirect() -> None:
+    server = Server(lambda h: (307, {"Location": "http://[::1/blob"}, b""))
+    try:
+        with Registry(server.host, Config()) as reg, \
+                pytest.raises(RegistryError, match="failed: Invalid IPv6 URL"):
+            reg.blob("repo", "sha256:" + "0" * 64)
+    finally:
+        server.close()

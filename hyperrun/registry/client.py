@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
 
@@ -209,7 +209,7 @@ class Registry:
 
     def _fetch_token(self, challenge: Challenge, scope: str | None) -> str:
         realm = challenge.params.get("realm")
-        if not realm or urlsplit(realm).scheme not in ("http", "https"):
+        if not realm or _web_url(realm) is None:
             raise Unauthorized(f"unauthorized: {self.host} gave no usable token realm",
                                status_code=401)
         self._check_realm(realm)
@@ -299,17 +299,20 @@ class Registry:
                     if deadline.fired:
                         raise answers.stalled(url, self.limits) from None
                     raise self._unreachable(exc, url) from None
-                except requests.exceptions.RequestException as exc:
+                except (requests.exceptions.RequestException, ValueError) as exc:
+                    # ValueError: requests parses a redirect's Location even when it is not
+                    # to follow it, and urllib refuses some (a bad IPv6 address or port).
                     raise RegistryError(f"request to {answers.bounded(urlsplit(url).netloc, 80)} "
                                         f"failed: {answers.bounded(str(exc))}") from None
             if not (resp.is_redirect and resp.headers.get("Location")):
                 return resp
-            target = urljoin(url, resp.headers["Location"])
+            location = resp.headers["Location"]
             resp.close()
-            split = urlsplit(target)
-            if split.scheme not in ("http", "https"):
+            joined = _web_url(url, location)
+            if joined is None:
                 raise RegistryError(f"{self.host} redirected to an unsupported URL "
-                                    f"{answers.bounded(target, 80)}")
+                                    f"{answers.bounded(location, 80)}")
+            target, split = joined
             if split.scheme == "http" and urlsplit(url).scheme == "https" \
                     and not is_loopback(split.netloc):
                 raise RegistryError(f"{self.host} redirected from HTTPS to plain HTTP; refused")
@@ -369,6 +372,18 @@ class Registry:
     def iter_blob(self, resp: requests.Response, what: str) -> Iterator[bytes]:
         """A blob response's body in chunks, as long as it keeps up pull.min_speed."""
         return answers.iter_blob(resp, what, self.limits)
+
+
+def _web_url(url: str, relative: str = "") -> tuple[str, SplitResult] | None:
+    """url (joined with relative) and its parts if it is an http(s) URL that parses;
+    None if not (urllib raises ValueError for a bad IPv6 address or port)."""
+    try:
+        target = urljoin(url, relative)
+        split = urlsplit(target)
+        split.port  # noqa: B018 - only to have a bad port raise here
+    except ValueError:
+        return None
+    return (target, split) if split.scheme in ("http", "https") and split.netloc else None
 
 
 def _pull(repo: str) -> str:

@@ -31,7 +31,7 @@ from hyperrun.images.model import Image
 from hyperrun.images.store import ImageStore
 from hyperrun.log import log
 from hyperrun.reference import Reference
-from hyperrun.registry import credentials, downloads, manifests
+from hyperrun.registry import answers, credentials, downloads, manifests
 from hyperrun.registry.client import Registry
 from hyperrun.registry.downloads import Cancelled, blob_lock
 from hyperrun.registry.manifests import Descriptor, Index, Manifest, Platform
@@ -253,12 +253,10 @@ class _Puller:
             uncompressed = LayerDigest(label, desc.digest)
             received = 0
             with os.fdopen(fd, "wb") as out, self.reg.blob(self.ref.path, desc.digest) as resp:
-                length = resp.headers.get("Content-Length", "").strip()
-                if length.isascii() and length.isdigit() and (
-                        len(length) > 18 or int(length) > desc.size):
+                length = answers.content_length(resp)
+                if length is not None and length > desc.size:
                     raise InvalidImage(f"{label} is larger than the manifest says: the "
-                                       f"registry offers {length[:20]} bytes, not "
-                                       f"{desc.size}",
+                                       f"registry offers {length} bytes, not {desc.size}",
                                        hint=_BAD_DATA)
                 self.progress.layer(desc.digest, "Downloading", desc.size)
                 for chunk in self.reg.iter_blob(resp, label):
