@@ -16,6 +16,7 @@ import pytest
 from registry_fixtures import PASSWORD, USERNAME, Slow, SlowServer, Tls, TokenServer
 
 from hyperrun.config import Config, PullConfig, RegistryConfig
+from hyperrun.config import load as load_config
 from hyperrun.errors import ManifestNotFound, RegistryError, RegistryUnreachable, Unauthorized
 from hyperrun.registry.client import Challenge, Registry
 from hyperrun.registry.credentials import Credentials
@@ -344,3 +345,13 @@ def test_unparsable_redirect() -> None:
             reg.blob("repo", "sha256:" + "0" * 64)
     finally:
         server.close()
+
+
+def test_pull_settings_from_config_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("pull:\n  retry_after_max: 5\n  stall_timeout: 2.5\n  min_speed: 100k\n"
+                    "registries:\n  reg.example.com:\n    token_realms: [Auth.Example.com]\n")
+    cfg = load_config(path)
+    assert cfg.pull == PullConfig(retry_after_max=5, stall_timeout=2.5, min_speed=100 << 10)
+    assert cfg.registry("reg.example.com").token_realms == ("auth.example.com",)
+    assert Config().pull == PullConfig(30, 60, 1024)
