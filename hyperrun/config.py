@@ -9,14 +9,21 @@
       registry.example.com:5000:
         insecure: true        # may fall back to plain HTTP (loopback always may)
         ca: /etc/hyperrun/example-ca.pem        # trust this CA for its TLS certificate
+        token_realms: [auth.example.com]        # may receive its credentials for tokens
+    pull:
+      retry_after_max: 30     # seconds; a registry asking to wait longer is an error
+      stall_timeout: 60       # seconds a download may go without enough progress
+      min_speed: 1k           # bytes per second over stall_timeout, at least
 
 A missing file is an empty configuration; a malformed one is an error, never ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +53,16 @@ class RegistryConfig:
     mirrors: tuple[str, ...] = ()
     insecure: bool = False
     ca: Path | None = None
+    token_realms: tuple[str, ...] = ()  # other hosts that may get its credentials
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    """Limits that keep a misbehaving registry from holding a pull for ever."""
+
+    retry_after_max: float = 30.0  # seconds
+    stall_timeout: float = 60.0  # seconds
+    min_speed: int = 1024  # bytes per second, measured over stall_timeout
 
 
 @dataclass(frozen=True)
@@ -53,12 +70,13 @@ class Config:
     cpus: str | None = None
     memory: str | None = None
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
+    pull: PullConfig = PullConfig()
 
     def registry(self, host: str) -> RegistryConfig:
         """The settings for host; loopback hosts are insecure-allowed, as docker has them."""
         conf = self.registries.get(host, RegistryConfig())
         if not conf.insecure and is_loopback(host):
-            conf = RegistryConfig(conf.mirrors, True, conf.ca)
+            conf = dataclasses.replace(conf, insecure=True)
         return conf
 
 
@@ -97,12 +115,12 @@ def parse(doc: Any, where: str = "config") -> Config:
     """Build a Config from the parsed YAML document, rejecting unknown keys and bad types."""
     if doc is None:
         return Config()
-    top = _mapping(doc, where, {"run", "registries"})
+    top = _mapping(doc, where, {"run", "registries", "pull"})
     run = _mapping(top.get("run") or {}, f"{where}: run", {"cpus", "memory"})
     registries = {}
     for host, value in _mapping(top.get("registries") or {}, f"{where}: registries").items():
         label = f"{where}: registries.{host}"
-        entry = _mapping(value or {}, label, {"mirrors", "insecure", "ca"})
+        entry = _mapping(value or {}, label, {"mirrors", "insecure", "ca", "token_realms"})
         mirrors = entry.get("mirrors") or []
         if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
             raise UsageError(f"{label}.mirrors must be a list of URLs", hint=_HINT)
@@ -112,14 +130,49 @@ def parse(doc: Any, where: str = "config") -> Config:
         ca = entry.get("ca")
         if ca is not None and not isinstance(ca, str):
             raise UsageError(f"{label}.ca must be a file name", hint=_HINT)
+        realms = entry.get("token_realms") or []
+        if not isinstance(realms, list) or not all(
+                isinstance(r, str) and _HOST_RE.fullmatch(r) for r in realms):
+            raise UsageError(f"{label}.token_realms must be a list of host names",
+                             hint="e.g. [auth.example.com]")
         registries[str(host)] = RegistryConfig(
             tuple(m.rstrip("/") for m in mirrors), insecure,
-            Path(ca).expanduser() if ca else None)
+            Path(ca).expanduser() if ca else None, tuple(r.lower() for r in realms))
     return Config(
         cpus=_scalar(run.get("cpus"), f"{where}: run.cpus"),
         memory=_scalar(run.get("memory"), f"{where}: run.memory"),
         registries=registries,
+        pull=_pull(top.get("pull") or {}, f"{where}: pull"),
     )
+
+
+_HOST_RE = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
+_SPEED_RE = re.compile(r"([0-9]{1,12})([kKmM]?)")
+
+
+def _pull(value: Any, label: str) -> PullConfig:
+    entry = _mapping(value, label, {"retry_after_max", "stall_timeout", "min_speed"})
+    default = PullConfig()
+    retry_after_max = _seconds(entry.get("retry_after_max", default.retry_after_max),
+                               f"{label}.retry_after_max", allow_zero=True)
+    stall_timeout = _seconds(entry.get("stall_timeout", default.stall_timeout),
+                             f"{label}.stall_timeout", allow_zero=False)
+    speed = entry.get("min_speed", default.min_speed)
+    match = _SPEED_RE.fullmatch(str(speed)) if isinstance(speed, int | str) \
+        and not isinstance(speed, bool) else None
+    if match is None:
+        raise UsageError(f"{label}.min_speed must be bytes per second, e.g. 1024 or 100k",
+                         hint=_HINT)
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20}[match.group(2).lower()]
+    return PullConfig(retry_after_max, stall_timeout, int(match.group(1)) * scale)
+
+
+def _seconds(value: Any, label: str, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            0 <= value <= 86400) or (value == 0 and not allow_zero):
+        least = "0" if allow_zero else "more than 0"
+        raise UsageError(f"{label} must be a number of seconds, {least} to 86400", hint=_HINT)
+    return float(value)
 
 
 def _mapping(value: Any, label: str, keys: set[str] | None = None) -> dict[str, Any]:

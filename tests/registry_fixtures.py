@@ -9,6 +9,7 @@ with `from registry_fixtures import *` in tests/conftest.py:
     auth_registry    HTTPS with a test CA, htpasswd basic auth         (session)
     token_registry   plain HTTP, bearer tokens from a test token server (session)
     bad_blob_server  serves bad/image:latest whose layer fails its digest (function)
+    slow_server      serves slow/<mode>:latest, trickling or asking to come back later (function)
     down_host        "127.0.0.1:PORT" with nothing listening           (function)
 """
 
@@ -44,9 +45,9 @@ import pytest
 from helpers import ImageSpec, dump, file, sha256, tar_bytes
 
 __all__ = [
-    "auth_registry", "bad_blob_server", "down_host", "registry", "token_registry",
-    "Auth", "BadBlobServer", "BadBlob", "Recorded", "Registry", "TokenRequest",
-    "free_port", "start_registry",
+    "auth_registry", "bad_blob_server", "down_host", "registry", "slow_server",
+    "token_registry", "Auth", "BadBlobServer", "BadBlob", "Recorded", "Registry", "Slow",
+    "SlowServer", "TokenRequest", "TokenServer", "free_port", "start_registry",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -433,7 +434,8 @@ class TokenServer:
     rootcertbundle.
     """
 
-    def __init__(self, work: Path, username: str = USERNAME, password: str = PASSWORD) -> None:
+    def __init__(self, work: Path, username: str = USERNAME, password: str = PASSWORD,
+                 address: str = LOOPBACK) -> None:
         self.username, self.password = username, password
         self.anonymous_pull = True
         self.expires_in = 300
@@ -446,10 +448,10 @@ class TokenServer:
             ssl.PEM_cert_to_DER_cert(self.cert_file.read_text())).decode()
         self._requests: list[TokenRequest] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler())
+        self._server = ThreadingHTTPServer((address, 0), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self.url = f"http://{LOOPBACK}:{self.port}/token"
+        self.url = f"http://{address}:{self.port}/token"
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
@@ -812,6 +814,7 @@ class BadBlob(StrEnum):
     SHORT = "short"  # fewer bytes than the descriptor's size (and Content-Length says so)
     LONG = "long"  # more bytes than the descriptor's size
     CUT = "cut"  # Content-Length is right, then the connection closes halfway
+    ODD_LENGTH = "oddlength"  # the right bytes, Content-Length `²` (isdigit(), but no int)
     GOOD = "good"  # the right bytes, for comparison
 
 
@@ -870,15 +873,22 @@ class BadBlobServer:
                 pass
 
             def _reply(self, status: int, body: bytes, ctype: str, digest: str | None = None,
-                       length: int | None = None) -> None:
+                       length: int | None = None, variant_length: str | None = None) -> None:
                 srv.requests.append((self.command, self.path, status))
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body) if length is None else length))
+                self.send_header("Content-Length", variant_length or
+                                 str(len(body) if length is None else length))
                 if digest:
                     self.send_header("Docker-Content-Digest", digest)
                 self.end_headers()
                 if self.command == "HEAD":
+                    return
+                if variant_length is not None:  # ODD_LENGTH: the body ends with the connection
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 if length is not None and length > len(body):  # CUT: announce, then drop
                     self.wfile.write(body)
@@ -911,7 +921,10 @@ class BadBlobServer:
                 elif m["kind"] == "blobs" and m["ref"] == sha256(srv.config):
                     self._reply(200, srv.config, "application/octet-stream", sha256(srv.config))
                 elif m["kind"] == "blobs" and m["ref"] == srv.layer_digest:
-                    if variant is BadBlob.CUT:
+                    if variant is BadBlob.ODD_LENGTH:
+                        self._reply(200, srv.layer, "application/octet-stream",
+                                    srv.layer_digest, variant_length="\u00b2")
+                    elif variant is BadBlob.CUT:
                         self._reply(200, srv.layer[: len(srv.layer) // 2],
                                     "application/octet-stream", srv.layer_digest,
                                     length=len(srv.layer))
@@ -926,6 +939,130 @@ class BadBlobServer:
             def _not_found(self) -> None:
                 self._reply(404, dump({"errors": [{"code": "NOT_FOUND", "message": "no"}]}),
                             "application/json")
+
+        return Handler
+
+
+# ---- a registry that is slow on purpose --------------------------------------------------------
+
+
+class Slow(StrEnum):
+    HEAD = "head"  # the status line and headers of the manifest, a byte at a time
+    MANIFEST = "manifest"  # the manifest's body a byte at a time
+    BLOB = "blob"  # the layer's body a byte at a time (manifest and config come at once)
+    STEADY = "steady"  # the layer slowly but steadily: 4 KiB every 50 ms
+    RETRY = "retry"  # 503 with `Retry-After: 1000000` for the manifest
+    HUGE_RETRY = "hugeretry"  # 503 with a Retry-After of 5000 digits
+    GOOD = "good"  # everything at once
+
+
+class SlowServer:
+    """Just enough of /v2/ to serve one small image from repositories slow/<Slow>.
+
+    A trickle sends one byte every `interval` seconds and stops after `give_up` seconds,
+    so that a client that never gives up cannot keep a server thread for ever.
+    """
+
+    def __init__(self, interval: float = 0.2, give_up: float = 60.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.interval, self.give_up, self.tls = interval, give_up, tls
+        self.image = ImageSpec(layers=[tar_bytes(file("noise.bin", os.urandom(96 << 10)))])
+        self.manifest = self.image.manifest_bytes()
+        self.config = self.image.config_bytes()
+        self.layer = self.image.blobs()[0]
+        self.layer_digest = sha256(self.layer)
+        self.requests: list[tuple[str, str]] = []
+        self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler())
+        self._server.daemon_threads = True
+        # A client that gives up mid-handshake or mid-trickle is what these tests expect.
+        self._server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+        self.host = f"{LOOPBACK}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+
+    def ref_for(self, mode: Slow) -> str:
+        return f"{self.host}/slow/{mode}:latest"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        srv = self
+        route = re.compile(r"^/v2/slow/(?P<mode>[a-z]+)/(?P<kind>manifests|blobs)/(?P<ref>.+)$")
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def setup(self) -> None:
+                if srv.tls is not None:  # the handshake here, not in the accepting thread
+                    self.request = srv.tls.wrap_socket(self.request, server_side=True)
+                super().setup()
+
+            def handle(self) -> None:
+                with contextlib.suppress(OSError):
+                    super().handle()
+
+            def _trickle(self, data: bytes, step: int = 1, interval: float | None = None
+                         ) -> None:
+                stop = time.monotonic() + srv.give_up
+                for i in range(0, len(data), step):
+                    if time.monotonic() > stop:
+                        break
+                    self.wfile.write(data[i:i + step])
+                    self.wfile.flush()
+                    time.sleep(srv.interval if interval is None else interval)
+                self.close_connection = True
+
+            def _reply(self, body: bytes, ctype: str, mode: Slow | None = None,
+                       status: int = 200, extra: dict[str, str] | None = None) -> None:
+                head = (f"HTTP/1.1 {status} {http.client.responses.get(status, 'X')}\r\n"
+                        f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                        + "".join(f"{k}: {v}\r\n" for k, v in (extra or {}).items())
+                        + "\r\n").encode()
+                with contextlib.suppress(OSError):
+                    if mode is Slow.HEAD:
+                        self._trickle(head)
+                        return
+                    self.wfile.write(head)
+                    if mode in (Slow.MANIFEST, Slow.BLOB):
+                        self._trickle(body)
+                    elif mode is Slow.STEADY:
+                        self._trickle(body, 4 << 10, 0.05)
+                    else:
+                        self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                path = _path_only(self.path)
+                m = route.match(path)
+                mode = None
+                if m:
+                    with contextlib.suppress(ValueError):
+                        mode = Slow(m["mode"])
+                srv.requests.append((self.command, path))
+                if path in ("/v2", "/v2/"):
+                    self._reply(b"{}", "application/json")
+                elif m is None or mode is None:
+                    self._reply(b'{"errors": []}', "application/json", status=404)
+                elif m["kind"] == "manifests" and mode is Slow.RETRY:
+                    self._reply(b"", "text/plain", status=503,
+                                extra={"Retry-After": "1000000"})
+                elif m["kind"] == "manifests" and mode is Slow.HUGE_RETRY:
+                    self._reply(b"", "text/plain", status=503, extra={"Retry-After": "9" * 5000})
+                elif m["kind"] == "manifests":
+                    self._reply(srv.manifest, "application/vnd.oci.image.manifest.v1+json",
+                                mode if mode in (Slow.HEAD, Slow.MANIFEST) else None)
+                elif m["ref"] == sha256(srv.config):
+                    self._reply(srv.config, "application/octet-stream")
+                elif m["ref"] == srv.layer_digest:
+                    self._reply(srv.layer, "application/octet-stream",
+                                mode if mode in (Slow.BLOB, Slow.STEADY) else None)
+                else:
+                    self._reply(b'{"errors": []}', "application/json", status=404)
 
         return Handler
 
@@ -960,6 +1097,15 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
 @pytest.fixture
 def bad_blob_server() -> Iterator[BadBlobServer]:
     server = BadBlobServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def slow_server() -> Iterator[SlowServer]:
+    server = SlowServer()
     try:
         yield server
     finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pexpect
 import pytest
 from helpers import ImageSpec, file, oci_layout_files, sha256, tar_bytes, write_dir
-from registry_fixtures import BadBlob, BadBlobServer, Registry
+from registry_fixtures import BadBlob, BadBlobServer, Registry, Slow, SlowServer
 
 from hyperrun.images.store import ImageStore
 from hyperrun.store import Store
@@ -113,6 +113,10 @@ class Cli:
 
     def partials(self) -> list[Path]:
         return list(self.store.tmp.glob("blob-*")) if self.store.tmp.exists() else []
+
+    def locks(self) -> list[Path]:
+        locks = self.store.tmp / "locks"
+        return list(locks.iterdir()) if locks.exists() else []
 
 
 @pytest.fixture
@@ -286,7 +290,63 @@ def test_cut_download_is_retried(cli: Cli, pushed: Pushed, registry: Registry) -
     assert cli.images.get(pushed.big).id == BIG.id
 
 
+def test_killed_pull_leftovers_are_swept_by_the_next_pull(
+        cli: Cli, slow_server: SlowServer, bad_blob_server: BadBlobServer) -> None:
+    """A SIGKILLed download leaves its partial blob and lock file; the next pull, even of
+    another image, removes them."""
+    proc = cli.popen("pull", slow_server.ref_for(Slow.BLOB))
+    try:
+        deadline = time.monotonic() + 30
+        while not cli.partials() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [partial] = cli.partials()
+        assert partial.name.startswith(f"blob-{proc.pid}-{slow_server.layer_digest[7:]}.")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert len(cli.locks()) == 1
+    ok(cli("pull", "-q", bad_blob_server.ref_for(BadBlob.GOOD)))
+    assert cli.partials() == [] and cli.locks() == []
+
+
+def test_lock_files_do_not_pile_up(cli: Cli, pushed: Pushed) -> None:
+    for ref in (pushed.app, pushed.other, pushed.big):
+        ok(cli("pull", "-q", ref))
+    assert len(cli.blobs()) > 3 and cli.locks() == []
+
+
 # ---- failures ----------------------------------------------------------------------------
+
+
+def test_stalled_download_is_given_up(cli: Cli, slow_server: SlowServer) -> None:
+    """A layer trickling a byte every 0.2 s ends in an error within seconds, not days."""
+    cli.configure("pull:\n  stall_timeout: 1\n  min_speed: 10k\n")
+    started = time.monotonic()
+    proc = cli("pull", slow_server.ref_for(Slow.BLOB), timeout=40)
+    line = one_line_error(proc, "download stalled", "less than 10240 bytes in 1 s")
+    assert "pull.stall_timeout" in line
+    assert time.monotonic() - started < 20  # three attempts with backoff
+    assert cli.partials() == [] and slow_server.layer_digest not in cli.blobs()
+
+
+def test_long_retry_after_fails_at_once(cli: Cli, slow_server: SlowServer) -> None:
+    started = time.monotonic()
+    proc = cli("pull", slow_server.ref_for(Slow.RETRY), timeout=40)
+    one_line_error(proc, "answered 503 and asks to retry in 278 h", "retry_after_max (30 s)")
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("pull: {stall_timeout: 0}", "stall_timeout must be a number of seconds"),
+    ("pull: {retry_after_max: forever}", "retry_after_max must be a number of seconds"),
+    ("pull: {min_speed: fast}", "min_speed must be bytes per second"),
+    ("pull: {timeout: 3}", "unknown setting 'timeout'"),
+    ("registries: {x: {token_realms: auth.example.com}}", "token_realms must be a list"),
+])
+def test_bad_pull_settings(cli: Cli, text: str, words: str) -> None:
+    cli.configure(text)
+    one_line_error(cli("pull", "x"), words)
+
 
 
 def test_registry_down(cli: Cli, down_host: str) -> None:
@@ -319,6 +379,12 @@ def test_bad_blob_is_rejected(cli: Cli, bad_blob_server: BadBlobServer, variant:
 
 def test_good_blob_from_the_same_server(cli: Cli, bad_blob_server: BadBlobServer) -> None:
     ok(cli("pull", bad_blob_server.ref_for(BadBlob.GOOD)))
+    assert bad_blob_server.layer_digest in cli.blobs()
+
+
+def test_odd_content_length_is_no_crash(cli: Cli, bad_blob_server: BadBlobServer) -> None:
+    """`²`.isdigit() is true but int() refuses it: the length is ignored, the bytes checked."""
+    ok(cli("pull", bad_blob_server.ref_for(BadBlob.ODD_LENGTH)))
     assert bad_blob_server.layer_digest in cli.blobs()
 
 

@@ -2,7 +2,8 @@
 
 On a terminal, rich redraws a line per layer (waiting, downloading with bytes and rate,
 verifying, done). Elsewhere each state change is one line, as `docker pull | cat` prints
-them. Quiet prints nothing. Download threads report here concurrently.
+them. Quiet prints nothing. Download threads report here concurrently. Everything shown
+is escaped (log.escape) and never read as rich markup: parts of it come from registries.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from hyperrun.log import escape
+
 
 class Mode(enum.StrEnum):
     TTY = "tty"
@@ -30,7 +33,7 @@ class Mode(enum.StrEnum):
 
 
 def short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
+    return escape(digest.removeprefix("sha256:")[:12])
 
 
 class PullProgress:
@@ -44,8 +47,8 @@ class PullProgress:
         self._rich: Progress | None = None
         if mode == Mode.TTY:
             self._rich = Progress(
-                TextColumn("{task.fields[layer]}:"),
-                TextColumn("{task.description:<18}"),
+                TextColumn("{task.fields[layer]}:", markup=False),
+                TextColumn("{task.description:<18}", markup=False),
                 BarColumn(bar_width=40),
                 DownloadColumn(binary_units=False),
                 TransferSpeedColumn(),
@@ -74,6 +77,7 @@ class PullProgress:
         """A line of its own (`latest: Pulling from library/ubuntu`, `Digest: ...`)."""
         if self.mode == Mode.QUIET:
             return
+        text = escape(text)
         if self._rich is not None:
             self._rich.console.print(text, markup=False, highlight=False)
             return
@@ -84,19 +88,20 @@ class PullProgress:
         """Add a layer's line, or change its status (`Waiting`, `Downloading`, ...)."""
         if self.mode == Mode.QUIET:
             return
+        shown = escape(status)
         if self._rich is not None:
             with self._lock:
                 task = self._tasks.get(digest)
                 if task is None:
                     self._tasks[digest] = self._rich.add_task(
-                        status, total=total, layer=short(digest), start=False)
+                        shown, total=total, layer=short(digest), start=False)
                     return
             if status == "Downloading":
                 self._rich.start_task(task)
             done = status in ("Download complete", "Pull complete", "Already exists")
             if total is not None:
                 self._rich.update(task, total=total)
-            self._rich.update(task, description=status)
+            self._rich.update(task, description=shown)
             if done:
                 self._rich.update(task, completed=self._rich.tasks[task].total or 0)
             self._rich.refresh()  # a status change shows at once, not at the next tick
@@ -104,7 +109,7 @@ class PullProgress:
         if status == "Downloading":  # no byte counts in a log; docker omits them too
             return
         with self._lock:
-            print(f"{short(digest)}: {status}", file=self.stream, flush=True)
+            print(f"{short(digest)}: {shown}", file=self.stream, flush=True)
 
     def finish(self) -> None:
         """The layers are done: leave their final lines, print later messages below them."""

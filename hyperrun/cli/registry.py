@@ -9,6 +9,7 @@ import sys
 from hyperrun import config as config_mod
 from hyperrun import reference as references
 from hyperrun.errors import UsageError
+from hyperrun.log import escape
 from hyperrun.registry import credentials
 from hyperrun.registry.credentials import Credentials
 from hyperrun.registry.manifests import Platform
@@ -89,7 +90,7 @@ def login(args: argparse.Namespace, store: Store) -> int:
 def logout(args: argparse.Namespace, store: Store) -> int:
     host = credentials.registry_host(args.server)
     if credentials.remove(host):
-        print(f"Removing login credentials for {host}")
+        print(f"Removing login credentials for {escape(host)}")
     else:
-        print(f"Not logged in to {host}")
+        print(f"Not logged in to {escape(host)}")
     return 0

@@ -2,41 +2,41 @@
 
 Everything HTTP is translated into hyperrun's errors here. The Bearer token dance follows
 the distribution token spec: a 401 names a realm, service and scope; we fetch a token from
-the realm (with Basic credentials if we have them) and repeat the request. Redirects are
-followed by hand so that an Authorization header never reaches another host (blob storage).
+the realm (with Basic credentials if we have them, and only if the realm is the registry's
+own host or one configured for it) and repeat the request. Redirects are followed by hand so
+that an Authorization header never reaches another host (blob storage). Every answer is read
+under a deadline (transport.py), so a registry that trickles bytes cannot hold a pull.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from hyperrun.config import Config, is_loopback
 from hyperrun.errors import ManifestNotFound, RegistryError, RegistryUnreachable, Unauthorized
-from hyperrun.registry.credentials import Credentials
+from hyperrun.reference import DEFAULT_DOMAIN
+from hyperrun.registry import answers, transport
+from hyperrun.registry.credentials import Credentials, registry_host
 
 log = logging.getLogger("hyperrun")
 
 USER_AGENT = "hyperrun/0.1 (OCI distribution client)"
-TIMEOUT = (10.0, 60.0)  # connect, read (between bytes)
+CONNECT_TIMEOUT = 10.0
 MAX_REDIRECTS = 8
-MAX_ERROR_BODY = 64 << 10
 MAX_TOKEN_BODY = 1 << 20
-_CHUNK = 1 << 16
+# Hosts whose token service is another host by design: Docker Hub's is auth.docker.io.
+BUILTIN_REALMS = {DEFAULT_DOMAIN: ("auth.docker.io",)}
 _RETRY_STATUSES = (429, 500, 502, 503, 504)
-_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")  # what can travel in an Authorization header
 
 
 class _NoAuth(requests.auth.AuthBase):
@@ -62,11 +62,16 @@ class Challenge:
         return cls(scheme.lower(), params)
 
 
-def retry_policy(total: int = 5, backoff: float = 0.5) -> Retry:
-    """Retries with exponential backoff on refused connections and on 429 and 5xx answers."""
-    return Retry(total=total, connect=2, read=2, other=0, status=total, backoff_factor=backoff,
-                 status_forcelist=_RETRY_STATUSES, allowed_methods=frozenset({"GET", "HEAD"}),
-                 respect_retry_after_header=True, raise_on_status=False, redirect=0)
+def retry_policy(total: int = 5, backoff: float = 0.5,
+                 wait_cap: float = 30.0) -> transport.CappedRetry:
+    """Retries with exponential backoff on refused connections and on 429 and 5xx answers;
+    a Retry-After longer than wait_cap seconds is not waited for."""
+    retry = transport.CappedRetry(
+        total=total, connect=2, read=2, other=0, status=total, backoff_factor=backoff,
+        status_forcelist=_RETRY_STATUSES, allowed_methods=frozenset({"GET", "HEAD"}),
+        respect_retry_after_header=True, raise_on_status=False, redirect=0)
+    retry.wait_cap = wait_cap
+    return retry
 
 
 class Registry:
@@ -76,7 +81,13 @@ class Registry:
                  *, endpoint: str | None = None) -> None:
         """host is `name[:port]`; endpoint (a mirror's URL) replaces https://host if given."""
         self.host = host
-        self.settings = config.registry(urlsplit(endpoint).netloc if endpoint else host)
+        self._settings_key = urlsplit(endpoint).netloc if endpoint else host
+        self.settings = config.registry(self._settings_key)
+        # Loopback registries may use plain HTTP themselves, but that says nothing about a
+        # token server elsewhere: only an explicit `insecure` allows a plain-HTTP realm.
+        explicit = config.registries.get(self._settings_key)
+        self._insecure_realms = explicit is not None and explicit.insecure
+        self.limits = config.pull
         self.credentials = credentials
         self._fixed_endpoint = endpoint.rstrip("/") if endpoint else None
         self._base: str | None = None
@@ -85,7 +96,8 @@ class Registry:
         self.session = requests.Session()
         self.session.auth = _NoAuth()
         self.session.headers["User-Agent"] = USER_AGENT
-        adapter = HTTPAdapter(max_retries=retry_policy(), pool_maxsize=8)
+        adapter = transport.Adapter(
+            max_retries=retry_policy(wait_cap=self.limits.retry_after_max), pool_maxsize=8)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
@@ -116,12 +128,14 @@ class Registry:
         with resp:
             if resp.status_code != 200:
                 raise self._error(resp, f"manifest for {what}")
-            body = _read_capped(resp, cap, f"manifest for {what}")
-            content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            body = answers.read_capped(resp, cap, f"manifest for {what}", self.limits)
+            content_type = answers.bounded(
+                resp.headers.get("Content-Type", "").split(";")[0].strip())
         return body, content_type
 
     def blob(self, repo: str, digest: str) -> requests.Response:
-        """A streaming response for a blob (the caller closes it and verifies the bytes)."""
+        """A streaming response for a blob (the caller closes it, reads it with iter_blob
+        and verifies the bytes)."""
         resp = self._request("GET", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo))
         if resp.status_code != 200:
             with resp:
@@ -147,11 +161,11 @@ class Registry:
             # HTTP server: falling back would only hide the real problem.
             if not self.settings.insecure or _caused_by(exc, ssl.SSLCertVerificationError):
                 raise self._tls_error(exc) from None
-            log.debug("%s: no TLS (%s); using plain HTTP", self.host, _reason(exc))
+            log.debug("%s: no TLS (%s); using plain HTTP", self.host, answers.reason(exc))
         except requests.exceptions.ConnectionError as exc:
             if not self.settings.insecure:
                 raise self._unreachable(exc) from None
-            log.debug("%s: HTTPS failed (%s); trying plain HTTP", self.host, _reason(exc))
+            log.debug("%s: HTTPS failed (%s); trying plain HTTP", self.host, answers.reason(exc))
         return f"http://{self.host}"
 
     def _request(self, method: str, path: str, scope: str | None, *,
@@ -195,14 +209,19 @@ class Registry:
 
     def _fetch_token(self, challenge: Challenge, scope: str | None) -> str:
         realm = challenge.params.get("realm")
-        if not realm or urlsplit(realm).scheme not in ("http", "https"):
+        if not realm or _web_url(realm) is None:
             raise Unauthorized(f"unauthorized: {self.host} gave no usable token realm",
                                status_code=401)
+        self._check_realm(realm)
         params = {"service": challenge.params.get("service", "")}
         if scope or challenge.params.get("scope"):
             params["scope"] = scope or challenge.params["scope"]
         headers = {"Authorization": _basic(self.credentials)} if self.credentials else {}
-        url = requests.Request("GET", realm, params=params).prepare().url or realm
+        try:
+            url = requests.Request("GET", realm, params=params).prepare().url or realm
+        except requests.exceptions.RequestException:
+            raise Unauthorized(f"unauthorized: {self.host} gave an invalid token realm "
+                               f"{answers.bounded(realm, 80)}", status_code=401) from None
         log.debug("token from %s", url)
         resp = self._send("GET", url, headers)
         with resp:
@@ -210,15 +229,46 @@ class Registry:
                 raise self._unauthorized()
             if resp.status_code != 200:
                 raise self._error(resp, f"token for {self.host}")
-            body = _read_capped(resp, MAX_TOKEN_BODY, f"token for {self.host}")
-        try:
-            doc = json.loads(body) if body else {}
-        except ValueError:
-            doc = {}
+            body = answers.read_capped(resp, MAX_TOKEN_BODY, f"token for {self.host}",
+                                        self.limits)
+        doc = answers.parse_json(body) if body else {}
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"the token server of {self.host} sent no token")
+        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+            raise RegistryError(f"the token server of {self.host} sent no usable token",
+                                hint="the registry's token service is misbehaving")
         return token
+
+    def _check_realm(self, realm: str) -> None:
+        """Refuse a token realm that would expose the token or our credentials.
+
+        A plain-HTTP realm of an HTTPS registry hands the token to anyone on the path.
+        Credentials go only to the registry's own host, to hosts configured in
+        registries.HOST.token_realms, and to Docker Hub's auth.docker.io; anonymous token
+        requests may go anywhere (that is how Docker Hub works).
+        """
+        split = urlsplit(realm)
+        where = answers.bounded(split.netloc, 80)
+        realm_host = (split.hostname or "").lower()
+        base = urlsplit(self.base)
+        key = self._settings_key
+        if split.scheme == "http" and base.scheme == "https" \
+                and not is_loopback(realm_host) and not self._insecure_realms:
+            raise Unauthorized(
+                f"{self.host} sends us to a plain-HTTP token server at {where}; refused",
+                hint=f"tokens over plain HTTP can be read on the way; if {key} really works "
+                     f"this way, set registries.{key}.insecure in config.yaml",
+                status_code=401)
+        if self.credentials is None or realm_host == (base.hostname or "").lower():
+            return
+        allowed = set(self.settings.token_realms)
+        allowed.update(BUILTIN_REALMS.get(registry_host(key), ()))
+        if realm_host not in allowed:
+            raise Unauthorized(
+                f"refusing to send the credentials for {self.host} to the token server at "
+                f"{where}, another host",
+                hint=f"if {answers.bounded(realm_host, 80)} is the token service of {key}, list it "
+                     f"in registries.{key}.token_realms in config.yaml",
+                status_code=401)
 
     # ---- HTTP ------------------------------------------------------------------------------
 
@@ -233,24 +283,36 @@ class Registry:
             verify: bool | str = True
             if here == origin and self.settings.ca is not None:
                 verify = str(self.settings.ca)
-            try:
-                resp = self.session.request(method, url, headers=headers, stream=True,
-                                            allow_redirects=False, timeout=TIMEOUT, verify=verify)
-            except requests.exceptions.SSLError:
-                raise
-            except requests.exceptions.ConnectionError as exc:
-                raise self._unreachable(exc, url) from None
-            except requests.exceptions.Timeout as exc:
-                raise self._unreachable(exc, url) from None
-            except requests.exceptions.RequestException as exc:
-                raise RegistryError(f"request to {urlsplit(url).netloc} failed: {exc}") from None
+            # The read timeout only backs up the deadline, which gives the clearer message.
+            timeout = (CONNECT_TIMEOUT, self.limits.stall_timeout + 5)
+            with transport.sending(self.limits.stall_timeout) as deadline:
+                try:
+                    resp = self.session.request(method, url, headers=headers, stream=True,
+                                                allow_redirects=False, timeout=timeout,
+                                                verify=verify)
+                except requests.exceptions.SSLError:
+                    if deadline.fired:
+                        raise answers.stalled(url, self.limits) from None
+                    raise
+                except (requests.exceptions.ConnectionError,
+                        requests.exceptions.Timeout) as exc:
+                    if deadline.fired:
+                        raise answers.stalled(url, self.limits) from None
+                    raise self._unreachable(exc, url) from None
+                except (requests.exceptions.RequestException, ValueError) as exc:
+                    # ValueError: requests parses a redirect's Location even when it is not
+                    # to follow it, and urllib refuses some (a bad IPv6 address or port).
+                    raise RegistryError(f"request to {answers.bounded(urlsplit(url).netloc, 80)} "
+                                        f"failed: {answers.bounded(str(exc))}") from None
             if not (resp.is_redirect and resp.headers.get("Location")):
                 return resp
-            target = urljoin(url, resp.headers["Location"])
+            location = resp.headers["Location"]
             resp.close()
-            split = urlsplit(target)
-            if split.scheme not in ("http", "https"):
-                raise RegistryError(f"{self.host} redirected to an unsupported URL {target[:80]}")
+            joined = _web_url(url, location)
+            if joined is None:
+                raise RegistryError(f"{self.host} redirected to an unsupported URL "
+                                    f"{answers.bounded(location, 80)}")
+            target, split = joined
             if split.scheme == "http" and urlsplit(url).scheme == "https" \
                     and not is_loopback(split.netloc):
                 raise RegistryError(f"{self.host} redirected from HTTPS to plain HTTP; refused")
@@ -263,16 +325,16 @@ class Registry:
     # ---- errors ----------------------------------------------------------------------------
 
     def _unreachable(self, exc: Exception, url: str | None = None) -> RegistryUnreachable:
-        where = urlsplit(url).netloc if url else self.host
+        where = answers.bounded(urlsplit(url).netloc, 80) if url else self.host
         if isinstance(exc, requests.exceptions.SSLError):
             return self._tls_error(exc)
         return RegistryUnreachable(
-            f"cannot reach registry {where}: {_reason(exc)}",
+            f"cannot reach registry {where}: {answers.reason(exc)}",
             hint="check the registry address and that it is up (and the network, proxy, DNS)")
 
     def _tls_error(self, exc: Exception) -> RegistryUnreachable:
         return RegistryUnreachable(
-            f"TLS with registry {self.host} failed: {_reason(exc)}",
+            f"TLS with registry {self.host} failed: {answers.reason(exc)}",
             hint=f"if it uses its own CA, set registries.{self.host}.ca in config.yaml")
 
     def _unauthorized(self) -> Unauthorized:
@@ -285,18 +347,43 @@ class Registry:
                             hint=f"run `hyperrun login {self.host}` first", status_code=401)
 
     def _error(self, resp: requests.Response, what: str) -> RegistryError:
-        detail = _error_detail(resp)
+        wait = transport.retry_after(resp.headers.get("Retry-After"))
+        if resp.status_code in _RETRY_STATUSES and wait is not None \
+                and wait > self.limits.retry_after_max:
+            return RegistryError(
+                f"{what}: {self.host} answered {resp.status_code} and asks to retry in "
+                f"{answers.duration(wait)}", status_code=resp.status_code,
+                hint=f"that is more than pull.retry_after_max "
+                     f"({self.limits.retry_after_max:g} s); try again later")
+        detail = answers.error_detail(resp, self.limits)
+        reason = answers.bounded(resp.reason or "")
         if resp.status_code == 404:
             return ManifestNotFound(f"{what} not found: {detail or 'not found'}",
                                     hint="check the name and tag (`hyperrun pull NAME:TAG`)",
                                     status_code=404)
         if resp.status_code in (401, 403):
-            return Unauthorized(f"{what}: access denied: {detail or resp.reason}",
+            return Unauthorized(f"{what}: access denied: {detail or reason}",
                                 hint=f"the repository may not exist or may need "
                                      f"`hyperrun login {self.host}`",
                                 status_code=resp.status_code)
         return RegistryError(f"{what}: {self.host} answered {resp.status_code} "
-                             f"{detail or resp.reason}", status_code=resp.status_code)
+                             f"{detail or reason}", status_code=resp.status_code)
+
+    def iter_blob(self, resp: requests.Response, what: str) -> Iterator[bytes]:
+        """A blob response's body in chunks, as long as it keeps up pull.min_speed."""
+        return answers.iter_blob(resp, what, self.limits)
+
+
+def _web_url(url: str, relative: str = "") -> tuple[str, SplitResult] | None:
+    """url (joined with relative) and its parts if it is an http(s) URL that parses;
+    None if not (urllib raises ValueError for a bad IPv6 address or port)."""
+    try:
+        target = urljoin(url, relative)
+        split = urlsplit(target)
+        split.port  # noqa: B018 - only to have a bad port raise here
+    except ValueError:
+        return None
+    return (target, split) if split.scheme in ("http", "https") and split.netloc else None
 
 
 def _pull(repo: str) -> str:
@@ -321,65 +408,3 @@ def _caused_by(exc: BaseException, kind: type[BaseException], depth: int = 0) ->
         return False
     inner = [exc.__cause__, exc.__context__, getattr(exc, "reason", None), *exc.args]
     return any(isinstance(e, BaseException) and _caused_by(e, kind, depth + 1) for e in inner)
-
-
-def _reason(exc: BaseException) -> str:
-    """The root cause of a requests/urllib3 connection error, e.g. `Connection refused`."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror and not isinstance(
-                seen, requests.exceptions.RequestException):
-            return str(seen.strerror)
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc)
-    match = _ERRNO_RE.search(text)
-    if match:
-        return match.group(1).strip()
-    if "timed out" in text.lower():
-        return "timed out"
-    ssl = re.search(r"SSL: ([A-Z_]+)\]?\s*([^(')]*)", text)
-    if ssl:
-        return (ssl.group(2).strip() or ssl.group(1)).lower()
-    return text[:200]
-
-
-def _read_capped(resp: requests.Response, cap: int, what: str) -> bytes:
-    length = resp.headers.get("Content-Length")
-    if length and length.isdigit() and int(length) > cap:
-        raise RegistryError(f"{what} is {int(length)} bytes; refusing more than {cap}")
-    data = bytearray()
-    try:
-        for chunk in resp.iter_content(_CHUNK):
-            data += chunk
-            if len(data) > cap:
-                raise RegistryError(f"{what} is larger than {cap} bytes; refused")
-    except requests.exceptions.RequestException as exc:
-        raise RegistryUnreachable(f"reading {what} failed: {_reason(exc)}") from None
-    return bytes(data)
-
-
-def _error_detail(resp: requests.Response) -> str:
-    """The `errors` of a distribution API error body, as `code: message` text."""
-    try:
-        raw = resp.raw.read(MAX_ERROR_BODY, decode_content=True) if resp.raw else b""
-    except Exception:  # noqa: BLE001 - the body is only decoration for the message
-        return ""
-    try:
-        doc: Any = json.loads(raw)
-    except ValueError:
-        return ""
-    errors = doc.get("errors") if isinstance(doc, dict) else None
-    if not isinstance(errors, list):
-        return ""
-    parts = [f"{e.get('code', '').lower().replace('_', ' ')}: {e.get('message', '')}".strip(": ")
-             for e in errors if isinstance(e, dict)]
-    return "; ".join(p for p in parts if p)
-
-
-def iter_blob(resp: requests.Response) -> Iterator[bytes]:
-    """The body of a blob response in chunks; a broken connection is RegistryUnreachable."""
-    try:
-        yield from resp.iter_content(_CHUNK)
-    except requests.exceptions.RequestException as exc:
-        raise RegistryUnreachable(f"download interrupted: {_reason(exc)}",
-                                  hint="run the pull again; finished layers are kept") from None

@@ -10,14 +10,12 @@ The image itself (manifest, config, tags) is committed by ImageStore.add_pulled.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +31,9 @@ from hyperrun.images.model import Image
 from hyperrun.images.store import ImageStore
 from hyperrun.log import log
 from hyperrun.reference import Reference
-from hyperrun.registry import credentials, manifests
-from hyperrun.registry.client import Registry, iter_blob
+from hyperrun.registry import answers, credentials, downloads, manifests
+from hyperrun.registry.client import Registry
+from hyperrun.registry.downloads import Cancelled, blob_lock
 from hyperrun.registry.manifests import Descriptor, Index, Manifest, Platform
 from hyperrun.registry.progress import PullProgress
 from hyperrun.store import Store
@@ -45,10 +44,6 @@ MAX_INDEX_DEPTH = 2
 MIRRORED_DOMAIN = references.DEFAULT_DOMAIN  # docker applies mirrors to Docker Hub only
 _MALFORMED = "the registry serves a malformed image; nothing was stored"
 _BAD_DATA = "the registry served corrupt or tampered data; nothing of it was stored"
-
-
-class _Cancelled(Exception):
-    """Another layer failed (or Ctrl-C): stop this download."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +68,7 @@ def pull(store: Store, text: str, *, progress: PullProgress, platform: Platform 
     cfg = config if config is not None else config_mod.load()
     want = platform or Platform.host()
     store.ensure()
+    downloads.sweep(store)  # what killed pulls left in store.tmp
     progress.message(f"{ref.digest or ref.tag}: Pulling from {ref.path}")
     endpoints: list[str | None] = []
     if ref.domain == MIRRORED_DOMAIN:
@@ -157,7 +153,7 @@ class _Puller:
             return self.store.blob(desc.digest).read_bytes()
         with self.reg.blob(self.ref.path, desc.digest) as resp:
             data = bytearray()
-            for chunk in iter_blob(resp):
+            for chunk in self.reg.iter_blob(resp, f"{self.what}: config"):
                 data += chunk
                 if len(data) > desc.size:
                     break
@@ -225,7 +221,7 @@ class _Puller:
         dest = self.store.blob(desc.digest)
         with blob_lock(self.store, desc.digest, self.cancel):
             if self.cancel.is_set():
-                raise _Cancelled()
+                raise Cancelled()
             if dest.exists():
                 found, size = layer_diff_id(dest, self.what)
                 if found != diff_id:
@@ -234,7 +230,7 @@ class _Puller:
                                        hint="the image is malformed, or the store damaged")
                 self.progress.layer(desc.digest, "Already exists")
                 return size, 0
-            _remove_partials(self.store, desc.digest)
+            downloads.remove_partials(self.store, desc.digest)
             for attempt in range(1, BLOB_ATTEMPTS + 1):
                 try:
                     size = self._download(desc, diff_id, dest)
@@ -249,22 +245,23 @@ class _Puller:
             return size, 1
 
     def _download(self, desc: Descriptor, diff_id: str, dest: Path) -> int:
-        fd, tmp = tempfile.mkstemp(prefix=_partial_prefix(desc.digest), dir=self.store.tmp)
+        fd, tmp = tempfile.mkstemp(prefix=downloads.partial_prefix(desc.digest),
+                                   dir=self.store.tmp)
         label = f"{self.what}: layer {desc.digest[:19]}"
         try:
             sha = hashlib.sha256()
             uncompressed = LayerDigest(label, desc.digest)
             received = 0
             with os.fdopen(fd, "wb") as out, self.reg.blob(self.ref.path, desc.digest) as resp:
-                length = resp.headers.get("Content-Length", "")
-                if length.isdigit() and int(length) > desc.size:
+                length = answers.content_length(resp)
+                if length is not None and length > desc.size:
                     raise InvalidImage(f"{label} is larger than the manifest says: the "
                                        f"registry offers {length} bytes, not {desc.size}",
                                        hint=_BAD_DATA)
                 self.progress.layer(desc.digest, "Downloading", desc.size)
-                for chunk in iter_blob(resp):
+                for chunk in self.reg.iter_blob(resp, label):
                     if self.cancel.is_set():
-                        raise _Cancelled()
+                        raise Cancelled()
                     received += len(chunk)
                     if received > desc.size:
                         raise InvalidImage(f"{label} is larger than the {desc.size} bytes "
@@ -310,35 +307,3 @@ def _current(images: ImageStore, text: str) -> str | None:
         return images.get(text).id
     except HyperrunError:
         return None
-
-
-def _partial_prefix(digest: str) -> str:
-    return f"blob-{digest.removeprefix('sha256:')}."
-
-
-def _remove_partials(store: Store, digest: str) -> None:
-    """Delete what a killed pull left of this blob (we hold its lock: no one writes it)."""
-    for path in store.tmp.glob(_partial_prefix(digest) + "*"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-@contextlib.contextmanager
-def blob_lock(store: Store, digest: str,
-              cancel: threading.Event | None = None) -> Iterator[None]:
-    """An exclusive lock on one blob, shared by every hyperrun process using the store."""
-    locks = store.tmp / "locks"
-    locks.mkdir(mode=0o700, exist_ok=True)
-    with open(locks / digest.removeprefix("sha256:"), "a") as fh:
-        while True:  # poll, so that a cancelled pull stops waiting for another's download
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if cancel is not None and cancel.is_set():
-                    raise _Cancelled() from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
