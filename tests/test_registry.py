@@ -355,3 +355,11 @@ def test_pull_settings_from_config_yaml(tmp_path: Path) -> None:
     assert cfg.pull == PullConfig(retry_after_max=5, stall_timeout=2.5, min_speed=100 << 10)
     assert cfg.registry("reg.example.com").token_realms == ("auth.example.com",)
     assert Config().pull == PullConfig(30, 60, 1024)
+
+
+def test_docker_hub_is_reached_at_its_api_host() -> None:
+    """`docker.io/...` references talk to registry-1.docker.io, as docker does."""
+    with Registry("docker.io", Config()) as hub:
+        assert hub.base == "https://registry-1.docker.io"  # nothing is sent to learn this
+    with Registry("docker.io", Config(), endpoint="https://mirror.example/") as mirrored:
+        assert mirrored.base == "https://mirror.example"

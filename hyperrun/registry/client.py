@@ -35,6 +35,9 @@ MAX_REDIRECTS = 8
 MAX_TOKEN_BODY = 1 << 20
 # Hosts whose token service is another host by design: Docker Hub's is auth.docker.io.
 BUILTIN_REALMS = {DEFAULT_DOMAIN: ("auth.docker.io",)}
+# Docker Hub's name in references is docker.io, but its API is served here (docker's
+# DefaultV2Registry); https://docker.io/v2/ is a website redirect, not a registry.
+HUB_ENDPOINT = "https://registry-1.docker.io"
 _RETRY_STATUSES = (429, 500, 502, 503, 504)
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")  # what can travel in an Authorization header
 
@@ -89,6 +92,8 @@ class Registry:
         self._insecure_realms = explicit is not None and explicit.insecure
         self.limits = config.pull
         self.credentials = credentials
+        if endpoint is None and host == DEFAULT_DOMAIN:
+            endpoint = HUB_ENDPOINT
         self._fixed_endpoint = endpoint.rstrip("/") if endpoint else None
         self._base: str | None = None
         self._tokens: dict[str, str] = {}
