@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,13 @@ def write_tar(files: dict[str, Any], path: Path) -> Path:
                 ti.size = len(data)
                 tar.addfile(ti, io.BytesIO(data))
     return path
+
+
+def wait_until(predicate: Any, timeout: float = 30.0) -> bool:
+    """Poll predicate every 0.1 s until it is true or timeout passes; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())

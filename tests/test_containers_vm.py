@@ -11,26 +11,17 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import libvirt
 import pytest
 from conftest import REPO, VmEnv
+from helpers import wait_until
 
 from hyperrun.containers import records
 from hyperrun.store import Store
 
 pytestmark = pytest.mark.vm
-
-
-def _wait_until(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _record(root: Path, name: str) -> dict:
@@ -121,8 +112,8 @@ def test_run_ignores_callers_directory_and_path_and_keeps_data_private(vm, tmp_p
         proc.kill()
         proc.wait()
     # The detached reaper (an isolated python) did its part: the sockets are gone.
-    assert _wait_until(lambda: not files.ctl_socket.exists() and not files.io_socket.exists())
-    assert _wait_until(lambda: _mode(files.overlay)[1] == 0)  # libvirt gave it back
+    assert wait_until(lambda: not files.ctl_socket.exists() and not files.io_socket.exists())
+    assert wait_until(lambda: _mode(files.overlay)[1] == 0)  # libvirt gave it back
     assert _mode(files.overlay) == (0o600, 0, 0)
     assert _mode(files.console_log)[:2] == (0o600, 0)
     for path in (files.overlay, files.console_log, files.record):
@@ -139,7 +130,7 @@ def test_other_store_cannot_see_or_touch_a_container_and_a_killed_run_is_reconci
                             env=vm.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout.readline() == b"started\n"
-        assert _wait_until(lambda: "shared" in vm.hyperrun("ps").stdout.decode())
+        assert wait_until(lambda: "shared" in vm.hyperrun("ps").stdout.decode())
         mine = _record(vm.root, "shared")
         assert _domain_exists(mine["domain_uuid"])
 
@@ -165,7 +156,7 @@ def test_other_store_cannot_see_or_touch_a_container_and_a_killed_run_is_reconci
         # SIGKILL: no chance to record anything; libvirt ends the VM with the connection.
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert _wait_until(lambda: not _domain_exists(mine["domain_uuid"]))
+        assert wait_until(lambda: not _domain_exists(mine["domain_uuid"]))
         listed = vm.hyperrun("ps", "-a")
         line = next(x for x in listed.stdout.decode().splitlines() if x.endswith(" shared"))
         assert "Exited (137)" in line, listed.stdout

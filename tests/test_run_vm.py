@@ -13,6 +13,7 @@ from pathlib import Path
 import libvirt
 import pexpect
 import pytest
+from helpers import wait_until
 
 from hyperrun.spec import Accel
 from hyperrun.store import Store
@@ -33,15 +34,6 @@ def _domains(root: Path) -> list[str]:
         return [d.name() for d in conn.listAllDomains() if d.name().startswith(prefix)]
     finally:
         conn.close()
-
-
-def _wait_until(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_guest_runs_its_own_kernel(vm) -> None:
@@ -179,10 +171,10 @@ def test_duplicate_name_is_refused(vm) -> None:
 def _rm_leaves_nothing(vm, *args: str) -> subprocess.CompletedProcess[bytes]:
     before = set((vm.root / "containers").iterdir())
     proc = vm.run(*args)
-    assert _wait_until(lambda: set((vm.root / "containers").iterdir()) == before), \
+    assert wait_until(lambda: set((vm.root / "containers").iterdir()) == before), \
         [p.joinpath("state.json").read_text() for p in (vm.root / "containers").iterdir()]
-    assert _wait_until(lambda: not list((vm.root / "sock").iterdir()))
-    assert _wait_until(lambda: not _domains(vm.root))
+    assert wait_until(lambda: not list((vm.root / "sock").iterdir()))
+    assert wait_until(lambda: not _domains(vm.root))
     return proc
 
 
@@ -274,7 +266,7 @@ def test_rm_after_hyperrun_is_killed(vm) -> None:
     assert len(orphans) == 1
     proc.kill()
     proc.wait()
-    assert _wait_until(lambda: not _domains(vm.root))
+    assert wait_until(lambda: not _domains(vm.root))
     assert orphans <= set(containers.iterdir())  # nobody was left to remove it ...
     assert vm.run("busybox", "true").returncode == 0
     assert not orphans & set(containers.iterdir())  # ... until the next run
