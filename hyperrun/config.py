@@ -9,6 +9,8 @@
       registry.example.com:5000:
         insecure: true        # may fall back to plain HTTP (loopback always may)
         ca: /etc/hyperrun/example-ca.pem        # trust this CA for its TLS certificate
+    images:
+      max_size: 32g           # largest uncompressed image load, import or pull accepts
 
 A missing file is an empty configuration; a malformed one is an error, never ignored.
 """
@@ -53,6 +55,7 @@ class Config:
     cpus: str | None = None
     memory: str | None = None
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
+    max_image_size: int | None = None  # bytes; None: images/limits.py's default
 
     def registry(self, host: str) -> RegistryConfig:
         """The settings for host; loopback hosts are insecure-allowed, as docker has them."""
@@ -97,7 +100,7 @@ def parse(doc: Any, where: str = "config") -> Config:
     """Build a Config from the parsed YAML document, rejecting unknown keys and bad types."""
     if doc is None:
         return Config()
-    top = _mapping(doc, where, {"run", "registries"})
+    top = _mapping(doc, where, {"run", "registries", "images"})
     run = _mapping(top.get("run") or {}, f"{where}: run", {"cpus", "memory"})
     registries = {}
     for host, value in _mapping(top.get("registries") or {}, f"{where}: registries").items():
@@ -115,10 +118,14 @@ def parse(doc: Any, where: str = "config") -> Config:
         registries[str(host)] = RegistryConfig(
             tuple(m.rstrip("/") for m in mirrors), insecure,
             Path(ca).expanduser() if ca else None)
+    images = _mapping(top.get("images") or {}, f"{where}: images", {"max_size"})
+    max_size = images.get("max_size")
     return Config(
         cpus=_scalar(run.get("cpus"), f"{where}: run.cpus"),
         memory=_scalar(run.get("memory"), f"{where}: run.memory"),
         registries=registries,
+        max_image_size=None if max_size is None
+        else parse_size(max_size, f"{where}: images.max_size"),
     )
 
 
@@ -139,3 +146,18 @@ def _scalar(value: Any, label: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise UsageError(f"{label} must be a number or a size", hint=_HINT)
     return str(value)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: Any, label: str) -> int:
+    """A positive byte count: a whole number, or one with a k/m/g/t suffix (`32g`, `512m`)."""
+    text = str(value).strip().lower().removesuffix("ib").removesuffix("b") \
+        if not isinstance(value, bool) and isinstance(value, str | int) else ""
+    unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
+    number = text[:-1] if unit else text
+    if not number.isdigit() or int(number) <= 0:
+        raise UsageError(f"{label} must be a size such as 32g or 512m, not {str(value)[:40]!r}",
+                         hint=_HINT)
+    return int(number) * _SIZE_UNITS[unit]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hyperrun.errors import InvalidImage, UsageError
-from hyperrun.registry.manifests import (
+from hyperrun.images.manifest import (
     MAX_MANIFEST_BYTES,
     Index,
     Manifest,

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
-import lzma
 import os
 import shutil
 import stat
 import tarfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 from hyperrun.errors import HostileLayer, HyperrunError, InvalidImage
-from hyperrun.images.compression import Gunzip, first_line
+from hyperrun.images import tarsafe
+from hyperrun.images.compression import Gunzip
+from hyperrun.images.tarsafe import first_line
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -152,11 +151,14 @@ class _LayerApplier:
         self.parents: dict[tuple[str, ...], str] = {}
 
     def apply(self, tar: tarfile.TarFile) -> None:
-        for member in tar:
+        for member in tarsafe.members(tar, f"layer {self.layer_name}"):
             try:
                 self.entry(tar, member)
             except _Reject as exc:
-                raise HostileLayer(self.layer_name, member.name, str(exc)) from None
+                raise HostileLayer(self.layer_name, member.name[:120], str(exc)) from None
+            except ValueError as exc:  # os calls refuse NUL bytes this way
+                raise HostileLayer(self.layer_name, member.name[:120],
+                                   f"cannot be applied: {first_line(exc)}") from None
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise HyperrunError(
@@ -164,7 +166,7 @@ class _LayerApplier:
                         hint="free space below the hyperrun store (HYPERRUN_ROOT)",
                     ) from None
                 reason = f"cannot be applied: {exc.strerror or exc}"
-                raise HostileLayer(self.layer_name, member.name, reason) from None
+                raise HostileLayer(self.layer_name, member.name[:120], reason) from None
         # Directory mtimes last: adding children changed them. Re-check confinement, as a
         # later entry may have replaced a parent with a symlink.
         for path, mtime in reversed(self.dir_times):
@@ -173,6 +175,8 @@ class _LayerApplier:
                     os.utime(path, (mtime, mtime), follow_symlinks=False)
 
     def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        if "\0" in member.name or "\0" in member.linkname:
+            raise _Reject("has a NUL byte in its name or link target")
         parts = entry_components(member.name)
         if parts and parts[-1].startswith(WHITEOUT_PREFIX):
             self.whiteout(parts)
@@ -339,9 +343,9 @@ def apply_layer(root: Path, layer: IO[bytes], *, name: str) -> None:
     """Apply one layer tar (plain, gzip, bzip2 or xz) on top of root."""
     applier = _LayerApplier(_Root(root), name)
     try:
-        with tarfile.open(fileobj=layer, mode="r|*") as tar:
+        with tarsafe.open_tar(f"layer {name}", fileobj=layer, mode="r|*") as tar:
             applier.apply(tar)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+    except tarsafe.READ_ERRORS as exc:
         raise InvalidImage(
             f"layer {name} is not a readable tar archive: {first_line(exc)}",
             hint="the image is corrupt or uses a compression hyperrun does not support (zstd)",
