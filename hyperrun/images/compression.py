@@ -219,6 +219,7 @@ class Gunzip:
         self._thread.join()
 
     def raise_error(self, name: str) -> None:
+        self.reader.close()  # the tar reader may have stopped early: unblock the writer
         self._thread.join()
         if self.error is not None and not isinstance(self.error, BrokenPipeError):
             raise InvalidImage(f"layer {name} is not valid gzip: {first_line(self.error)}",

@@ -1,0 +1,562 @@
+"""Hostile images: bombs, oversized tar headers, sparse files, repeated layers, symlinked
+blobs, deep JSON, and the leftovers of killed loads. Each is refused with a one-line
+error (or handled), never with a traceback, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import (
+    ImageSpec,
+    directory,
+    docker_save_files,
+    file,
+    hardlink,
+    oci_layout_files,
+    sha256,
+    tar_bytes,
+    write_dir,
+    write_tar,
+)
+from hostile import (
+    LAYER_GZIP,
+    LAYER_TAR,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    config_for,
+    end,
+    gzip_bomb,
+    header,
+    image_layout,
+    layout,
+    manifest_for,
+    pad,
+    pax,
+)
+
+from hyperrun import config
+from hyperrun.errors import HostileLayer, HyperrunError, InvalidImage, UsageError
+from hyperrun.images import manifest as documents
+from hyperrun.images.compression import LayerDigest
+from hyperrun.images.layers import apply_layers
+from hyperrun.images.load import Loader
+from hyperrun.images.store import ImageStore
+from hyperrun.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+
+
+def leftovers(store: Store) -> list[str]:
+    return sorted(p.name for p in store.tmp.iterdir() if p.name != "locks")
+
+
+def hyperrun(root: Path, *args: str, env: dict[str, str] | None = None,
+             **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hyperrun", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "HYPERRUN_ROOT": str(root), "PYTHONPATH": str(REPO),
+                               "HYPERRUN_CONFIG": str(root / "no-config.yaml"), **(env or {})},
+                          **kw)  # type: ignore[call-overload]
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert proc.returncode == 125, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("hyperrun: ")]
+    assert len(lines) == 1 and "(hint: " in lines[0], proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Iterator[Store]:
+    """A store on its own 24 MiB tmpfs, to run out of space on purpose."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "hyperrun-test", str(mnt)],
+                   check=True)
+    try:
+        store = Store(mnt / "store")
+        store.ensure()
+        yield store
+    finally:
+        subprocess.run(["umount", "--lazy", str(mnt)], check=True)
+
+
+# ---- 1. inflation is bounded, and so is an image's size -------------------------------------
+
+
+def test_gzip_bomb_load_is_refused_at_the_size_limit(
+        images: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERRUN_MAX_IMAGE_SIZE", "16m")
+    blob = tmp_path / "bomb.gz"
+    _, diff_id = gzip_bomb(blob, 64 * MiB)
+    path = image_layout(tmp_path / "layout", [(blob, LAYER_GZIP, diff_id)])
+    with pytest.raises(InvalidImage, match="larger than the 16 MiB limit") as err:
+        Loader(images).load(path)
+    assert "HYPERRUN_MAX_IMAGE_SIZE" in (err.value.hint or "")
+    assert images.list() == [] and leftovers(images.store) == []
+
+
+def test_images_max_size_in_config_yaml(images: ImageStore, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "config.yaml"
+    conf.write_text("images:\n  max_size: 8m\n")
+    monkeypatch.setenv("HYPERRUN_CONFIG", str(conf))
+    monkeypatch.delenv("HYPERRUN_MAX_IMAGE_SIZE", raising=False)
+    blob = tmp_path / "bomb.gz"
+    _, diff_id = gzip_bomb(blob, 9 * MiB)
+    path = image_layout(tmp_path / "layout", [(blob, LAYER_GZIP, diff_id)])
+    with pytest.raises(InvalidImage, match="larger than the 8 MiB limit") as err:
+        Loader(images).load(path)
+    assert "images.max_size" in (err.value.hint or "")
+    conf.write_text("images:\n  max_size: 16m\n")
+    assert Loader(images).load(path)[0].image.size > 9 * MiB
+
+
+@pytest.mark.parametrize("text", ["images: {max_size: lots}", "images: {max_size: -1}",
+                                  "images: {max_size: true}", "images: {maxsize: 1g}"])
+def test_images_max_size_is_strictly_validated(text: str) -> None:
+    import yaml
+    with pytest.raises(UsageError, match="images"):
+        config.parse(yaml.safe_load(text))
+    assert config.parse(yaml.safe_load("images: {max_size: 2g}")).max_image_size == 2 << 30
+
+
+def test_gzip_bomb_load_keeps_memory_flat(tmp_path: Path) -> None:
+    """Loading a 2 MB layer that inflates to 1 GiB takes far less than 1 GiB of RAM."""
+    blob = tmp_path / "bomb.gz"
+    _, diff_id = gzip_bomb(blob, 1 << 30)
+    path = image_layout(tmp_path / "layout", [(blob, LAYER_GZIP, diff_id)])
+    script = ("import resource, sys\nfrom pathlib import Path\n"
+              "from hyperrun.images.load import Loader\nfrom hyperrun.images.store import "
+              "ImageStore\nfrom hyperrun.store import Store\n"
+              "Loader(ImageStore(Store(Path(sys.argv[1])))).load(Path(sys.argv[2]))\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "store"), str(path)],
+                          capture_output=True, text=True, cwd=REPO, check=True)
+    peak_kib = int(proc.stdout.split()[-1])
+    assert peak_kib < 200 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+def test_import_of_a_bomb_is_refused_while_streaming(tmp_path: Path) -> None:
+    blob = tmp_path / "rootfs.tar.gz"
+    gzip_bomb(blob, 64 * MiB)
+    root = tmp_path / "store"
+    proc = hyperrun(root, "import", str(blob), "bomb:1", env={"HYPERRUN_MAX_IMAGE_SIZE": "16m"})
+    one_line_error(proc, "larger than the 16 MiB limit")
+    assert leftovers(Store(root)) == []
+
+
+def test_layer_digest_of_a_pull_is_capped(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    """A pull hashes layers through LayerDigest: the limit fires while the bytes stream."""
+    monkeypatch.setenv("HYPERRUN_MAX_IMAGE_SIZE", "4m")
+    blob = tmp_path / "bomb.gz"
+    gzip_bomb(blob, 64 * MiB)
+    digest = LayerDigest("alpine", "sha256:abc")
+    data = blob.read_bytes()
+    with pytest.raises(InvalidImage, match="image alpine is larger than the 4 MiB limit"):
+        for i in range(0, len(data), 4096):
+            digest.update(data[i:i + 4096])
+    assert digest.budget.used <= 4 * MiB + (1 << 20)  # refused within a chunk of the limit
+
+
+# ---- 2. tar headers that tarfile would buffer whole -----------------------------------------
+
+
+def layer_images(tmp_path: Path, layer: bytes) -> tuple[ImageStore, Path]:
+    """A store holding an image of one (gzip) layer, and the image's rootfs directory."""
+    blob = gzip.compress(layer, mtime=0)
+    path = image_layout(tmp_path / "layout", [(blob, LAYER_GZIP, sha256(layer))])
+    images = ImageStore(Store(tmp_path / "store"))
+    images.store.ensure()
+    Loader(images).load(path)
+    return images, tmp_path / "rootfs"
+
+
+def build(images: ImageStore, dest: Path) -> None:
+    images.build_rootfs(images.get("hostile:latest"), dest)
+
+
+@pytest.mark.parametrize("type_", [tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
+                                   tarfile.GNUTYPE_LONGLINK])
+def test_huge_special_header_is_refused_before_it_is_read(tmp_path: Path, type_: bytes) -> None:
+    layer = header("././@Special", type_, 3 << 30) + b"\0" * (4 * MiB) + end()
+    images, rootfs = layer_images(tmp_path, layer)
+    with pytest.raises(InvalidImage, match=r"header of 3221225472 bytes \(at most 1048576\)"):
+        build(images, rootfs)
+
+
+def test_huge_pax_header_in_the_outer_archive(images: ImageStore, tmp_path: Path) -> None:
+    path = tmp_path / "save.tar"
+    path.write_bytes(header("././@PaxHeader", tarfile.XHDTYPE, 3 << 30) + b"\0" * MiB + end())
+    with pytest.raises(InvalidImage, match="PAX header of 3221225472 bytes"):
+        Loader(images).load(path)
+
+
+def test_huge_pax_header_in_an_import(tmp_path: Path) -> None:
+    path = tmp_path / "rootfs.tar"
+    path.write_bytes(header("././@PaxHeader", tarfile.XHDTYPE, 3 << 30) + b"\0" * MiB + end())
+    proc = hyperrun(tmp_path / "store", "import", str(path))
+    one_line_error(proc, "PAX header of 3221225472 bytes")
+
+
+def test_endless_chain_of_long_names_is_refused(tmp_path: Path) -> None:
+    name = pad(b"a" * 200 + b"\0")
+    chain = b"".join(header("././@LongLink", tarfile.GNUTYPE_LONGNAME, 201) + name
+                     for _ in range(5000))
+    images, rootfs = layer_images(tmp_path, chain + header("f") + end())
+    with pytest.raises(InvalidImage, match="extended headers in a row"):
+        build(images, rootfs)
+
+
+def test_nul_in_a_pax_path_is_a_hostile_layer(tmp_path: Path) -> None:
+    layer = pax({"path": b"etc/pass\0wd"}) + header("placeholder", size=3) + pad(b"abc") + end()
+    images, rootfs = layer_images(tmp_path, layer)
+    with pytest.raises(HostileLayer, match="NUL byte"):
+        build(images, rootfs)
+
+
+@pytest.mark.parametrize("records", [{"size": "-4096"}, {"GNU.sparse.size": "x"},
+                                     {"path": b"\xff\xfe" * 10 + b"\0"}])
+def test_odd_pax_records_are_invalid_images(tmp_path: Path, records: dict[str, str]) -> None:
+    layer = pax(records) + header("f", size=3) + pad(b"abc") + header("g") + end()
+    images, rootfs = layer_images(tmp_path, layer)
+    with pytest.raises(InvalidImage):
+        build(images, rootfs)
+
+
+def test_endless_gnu_sparse_map_is_refused(tmp_path: Path) -> None:
+    sparse = bytearray(header("sparse", tarfile.GNUTYPE_SPARSE, 0))
+    sparse[482] = 1  # isextended: extension blocks follow
+    sparse[483:495] = b"%011o\0" % 4096  # realsize
+    sparse[148:156] = b"        "
+    sparse[148:155] = b"%06o\0" % sum(sparse)
+    ext = bytearray(512)
+    for i in range(21):
+        ext[i * 24:i * 24 + 24] = b"%011o\0%011o\0" % (i * 2, 1)
+    ext[504] = 1
+    layer = bytes(sparse) + bytes(ext) * 5000 + end()
+    images, rootfs = layer_images(tmp_path, layer)
+    with pytest.raises(InvalidImage, match="sparse file of more than"):
+        build(images, rootfs)
+
+
+# ---- 3. sparse and huge declared sizes; running out of space --------------------------------
+
+
+def pax_sparse_file(name: str, realsize: int) -> bytes:
+    """A PAX 0.1 sparse file: one 512-byte region, `realsize` bytes once unpacked."""
+    records = {"GNU.sparse.major": "0", "GNU.sparse.minor": "1",
+               "GNU.sparse.name": name, "GNU.sparse.realsize": str(realsize),
+               "GNU.sparse.numblocks": "1", "GNU.sparse.map": f"{realsize - 512},512"}
+    return pax(records) + header("GNUSparseFile.0/" + name, size=512) + b"x" * 512
+
+
+def test_sparse_terabyte_is_refused_before_writing(tmp_path: Path) -> None:
+    images, rootfs = layer_images(tmp_path, pax_sparse_file("huge", 1 << 40) + end())
+    with pytest.raises(InvalidImage, match="larger than the 32 GiB limit"):
+        build(images, rootfs)
+    assert not (rootfs / "huge").exists()
+
+
+@pytest.mark.parametrize("staging", ["disk", "tmpfs"])
+def test_sparse_file_larger_than_the_free_space_names_the_store(
+        tmp_path: Path, small_store: Store, staging: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERRUN_STAGING", staging)
+    layer = pax_sparse_file("big", 200 * MiB) + end()
+    blob = gzip.compress(layer, mtime=0)
+    path = image_layout(tmp_path / "layout", [(blob, LAYER_GZIP, sha256(layer))])
+    images = ImageStore(small_store)
+    Loader(images).load(path)
+    with pytest.raises(HyperrunError, match=f"no space left on {small_store.root}$") as err:
+        images.base_disk(images.get("hostile:latest"))
+    assert not isinstance(err.value, InvalidImage)
+    assert leftovers(small_store) == [] and list(small_store.disks.iterdir()) == []
+
+
+def test_no_space_while_importing_is_not_called_corrupt(tmp_path: Path,
+                                                        small_store: Store) -> None:
+    blob = tmp_path / "rootfs.tar.gz"
+    gzip_bomb(blob, 64 * MiB)  # compresses to little, inflates beyond the 24 MiB tmpfs
+    proc = hyperrun(small_store.root, "import", str(blob))
+    line = one_line_error(proc, f"no space left on {small_store.root}")
+    assert "corrupt" not in line
+    assert leftovers(small_store) == []
+
+
+def test_docker_save_blob_larger_than_the_free_space(tmp_path: Path, small_store: Store) -> None:
+    big = tar_bytes(file("big.bin", os.urandom(30 * MiB)))
+    path = write_tar(docker_save_files([(ImageSpec([big]), ["big:1"])]), tmp_path / "save.tar")
+    with pytest.raises(HyperrunError, match=f"no space left on {small_store.root}"):
+        Loader(ImageStore(small_store)).load(path)
+    assert leftovers(small_store) == []
+
+
+# ---- 4. one layer listed many times ---------------------------------------------------------
+
+
+def repeated_save(tmp_path: Path, layer: bytes, times: int, lower: bytes | None = None) -> Path:
+    spec = ImageSpec(([lower] if lower else []) + [layer] * times)
+    return write_tar(docker_save_files([(spec, ["rep:1"])], modern=True), tmp_path / "save.tar")
+
+
+def test_more_layers_than_pull_allows_is_refused(images: ImageStore, tmp_path: Path) -> None:
+    path = repeated_save(tmp_path, tar_bytes(file("a", "a")), 300)
+    with pytest.raises(InvalidImage, match="300 layers; at most 256"):
+        Loader(images).load(path)
+
+
+def test_each_listing_counts_against_the_size_limit(
+        images: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERRUN_MAX_IMAGE_SIZE", "64m")
+    path = repeated_save(tmp_path, tar_bytes(file("a.bin", b"x" * MiB)), 100)
+    with pytest.raises(InvalidImage, match="larger than the 64 MiB limit"):
+        Loader(images).load(path)
+
+
+def test_repeated_layer_is_staged_once(tmp_path: Path, small_store: Store) -> None:
+    """100 listings of a 1 MiB layer fit a 24 MiB store: the layer is copied in once."""
+    path = repeated_save(tmp_path, tar_bytes(file("a.bin", os.urandom(MiB))), 100)
+    (loaded,) = Loader(ImageStore(small_store)).load(path)
+    assert len(loaded.image.layers) == 100
+
+
+def test_layer_repeated_in_a_row_is_applied_once(images: ImageStore, tmp_path: Path) -> None:
+    lower = tar_bytes(file("y", "lower\n"))
+    # Links x to y, then removes y: applied a second time, the link would have no source.
+    layer = tar_bytes(hardlink("x", "y"), file(".wh.y"))
+    Loader(images).load(repeated_save(tmp_path, layer, 3, lower=lower))
+    images.build_rootfs(images.get("rep:1"), tmp_path / "rootfs")
+    assert (tmp_path / "rootfs/x").read_text() == "lower\n"
+    assert not (tmp_path / "rootfs/y").exists()
+
+
+def test_layers_repeated_apart_are_each_applied(tmp_path: Path) -> None:
+    one, two = tmp_path / "one.tar", tmp_path / "two.tar"
+    one.write_bytes(tar_bytes(file("f", "one\n")))
+    two.write_bytes(tar_bytes(file("f", "two\n")))
+    (tmp_path / "root").mkdir()
+    apply_layers(tmp_path / "root", [("1", one), ("2", two), ("1", one)])
+    assert (tmp_path / "root/f").read_text() == "one\n"
+
+
+# ---- 5. OCI layout blobs must be regular files inside the layout ----------------------------
+
+
+def test_blob_symlinked_to_a_host_file_is_not_read(images: ImageStore, tmp_path: Path) -> None:
+    spec = ImageSpec([tar_bytes(file("a", "a"))])
+    root = write_dir(oci_layout_files([(spec, "linked:1")]), tmp_path / "layout")
+    config = root / "blobs/sha256" / sha256(spec.config_bytes()).removeprefix("sha256:")
+    secret = tmp_path / "outside.json"  # a host file the attacker knows the content of
+    secret.write_bytes(config.read_bytes())
+    config.unlink()
+    config.symlink_to(secret)
+    with pytest.raises(InvalidImage, match="not a regular file"):
+        Loader(images).load(root)
+    assert images.list() == []
+
+
+def test_blob_directory_symlinked_out_of_the_layout(images: ImageStore, tmp_path: Path) -> None:
+    spec = ImageSpec([tar_bytes(file("a", "a"))])
+    root = write_dir(oci_layout_files([(spec, "linked:1")]), tmp_path / "layout")
+    (root / "blobs").rename(tmp_path / "elsewhere")
+    (root / "blobs").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InvalidImage, match="not a regular file"):
+        Loader(images).load(root)
+
+
+def test_fifo_blob_does_not_hang(images: ImageStore, tmp_path: Path) -> None:
+    spec = ImageSpec([tar_bytes(file("a", "a"))])
+    root = write_dir(oci_layout_files([(spec, "fifo:1")]), tmp_path / "layout")
+    config = root / "blobs/sha256" / sha256(spec.config_bytes()).removeprefix("sha256:")
+    config.unlink()
+    os.mkfifo(config)
+    signal.alarm(20)  # a hang fails the test instead of blocking the run
+    try:
+        with pytest.raises(InvalidImage, match="not a regular file"):
+            Loader(images).load(root)
+    finally:
+        signal.alarm(0)
+
+
+# ---- 6. deep JSON -----------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_in_a_load(images: ImageStore, tmp_path: Path) -> None:
+    path = write_tar({"manifest.json": b"[" * 100_000 + b"]" * 100_000}, tmp_path / "save.tar")
+    with pytest.raises(InvalidImage, match="nested too deeply"):
+        Loader(images).load(path)
+
+
+def test_deeply_nested_json_from_a_registry() -> None:
+    with pytest.raises(InvalidImage, match="nested too deeply"):
+        documents.parse(b'{"a":' * 100_000 + b"1" + b"}" * 100_000, OCI_MANIFEST, "img")
+
+
+def test_deeply_nested_json_is_one_cli_line(tmp_path: Path) -> None:
+    path = write_tar({"manifest.json": b"[" * 100_000}, tmp_path / "save.tar")
+    one_line_error(hyperrun(tmp_path / "store", "load", "-i", str(path)), "nested too deeply")
+
+
+# ---- 7. leftovers of killed commands are swept ----------------------------------------------
+
+
+def dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def wait_for(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_killed_stdin_load_is_swept_by_the_next_load(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "hyperrun", "load"], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HYPERRUN_ROOT": str(root)})
+    assert proc.stdin is not None
+    proc.stdin.write(b"\0" * MiB)  # half an archive; the load waits for the rest
+    proc.stdin.flush()
+    wait_for(lambda: (root / "tmp").exists() and any((root / "tmp").glob("stdin-*")))
+    proc.kill()
+    proc.wait()
+    proc.stdin.close()
+    assert [p.name.startswith(f"stdin-{proc.pid}-") for p in (root / "tmp").iterdir()] == [True]
+    spec = ImageSpec([tar_bytes(file("a", "a"))])
+    archive = write_tar(oci_layout_files([(spec, "ok:1")]), tmp_path / "ok.tar")
+    again = subprocess.run([sys.executable, "-m", "hyperrun", "load"], cwd=REPO,
+                           input=archive.read_bytes(), capture_output=True,
+                           env={**os.environ, "HYPERRUN_ROOT": str(root)})
+    assert again.returncode == 0, again.stderr
+    assert leftovers(Store(root)) == []
+
+
+def test_killed_load_is_swept_by_the_next_load(tmp_path: Path) -> None:
+    blob = tmp_path / "bomb.gz"
+    _, diff_id = gzip_bomb(blob, 1 << 30)  # inflating it takes a while
+    path = image_layout(tmp_path / "layout", [(blob, LAYER_GZIP, diff_id)])
+    root = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "hyperrun", "load", "-i", str(path)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HYPERRUN_ROOT": str(root)})
+    wait_for(lambda: any(p.is_file() for p in (root / "tmp").glob("load-*/*")))
+    proc.kill()
+    proc.wait()
+    assert [p.name for p in (root / "tmp").glob(f"load-{proc.pid}-*")] != []
+    spec = ImageSpec([tar_bytes(file("a", "a"))])
+    ok = write_dir(oci_layout_files([(spec, "ok:1")]), tmp_path / "ok")
+    assert hyperrun(root, "load", "-i", str(ok)).returncode == 0
+    assert leftovers(Store(root)) == []
+
+
+def test_dead_disk_build_and_staging_are_swept_by_the_next_build(images: ImageStore,
+                                                                 tmp_path: Path) -> None:
+    spec = ImageSpec([tar_bytes(directory("etc"), file("etc/hostname", "x\n"))])
+    Loader(images).load(write_dir(oci_layout_files([(spec, "disk:1")]), tmp_path / "l"))
+    store = images.store
+    store.disks.mkdir(parents=True, exist_ok=True)
+    pid = dead_pid()
+    stale_disk = store.disks / f".building-{pid}-abc123.tmp"
+    stale_disk.write_bytes(b"\0" * 4096)
+    stale_tree = store.tmp / f"rootfs-{pid}-xyz"
+    (stale_tree / "rootfs/etc").mkdir(parents=True)
+    live_disk = store.disks / f".building-{os.getpid()}-live.tmp"
+    live_disk.write_bytes(b"")
+    images.base_disk(images.get("disk:1"))
+    assert not stale_disk.exists() and not stale_tree.exists()
+    assert live_disk.exists()  # its owner (this process) still runs
+
+
+def test_killed_disk_build_leaves_an_owned_name(images: ImageStore, tmp_path: Path) -> None:
+    spec = ImageSpec([tar_bytes(directory("etc"), file("etc/hostname", "x\n"))])
+    Loader(images).load(write_dir(oci_layout_files([(spec, "disk:1")]), tmp_path / "l"))
+    script = ("import os, sys\nfrom pathlib import Path\nfrom hyperrun import subproc\n"
+              "from hyperrun.images.store import ImageStore\nfrom hyperrun.store import Store\n"
+              "def die(argv, **kw):\n    os.kill(os.getpid(), 9)\n"
+              "subproc.run = die\n"
+              "images = ImageStore(Store(Path(sys.argv[1])))\n"
+              "images.base_disk(images.get('disk:1'))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(images.store.root)], cwd=REPO,
+                          env={**os.environ, "HYPERRUN_STAGING": "disk"})
+    assert proc.returncode == -9
+    left = [p.name for p in images.store.disks.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".building-"), left
+    images.base_disk(images.get("disk:1"))
+    assert [p.name for p in images.store.disks.iterdir()] == [
+        images.get("disk:1").id.removeprefix("sha256:") + ".ext4"]
+    assert leftovers(images.store) == []
+
+
+# ---- 8. load and pull validate documents alike ----------------------------------------------
+
+
+def test_bool_size_is_refused_by_load_and_pull(images: ImageStore, tmp_path: Path) -> None:
+    layer = tar_bytes(file("a", "a"))
+    config = config_for([sha256(layer)])
+    manifest = json.loads(manifest_for(config, [(layer, LAYER_TAR)]))
+    manifest["layers"][0]["size"] = True if len(layer) == 1 else manifest["layers"][0]["size"]
+    manifest["config"]["size"] = True
+    body = json.dumps(manifest).encode()
+    with pytest.raises(InvalidImage, match="malformed descriptor") as pulled:
+        documents.parse(body, OCI_MANIFEST, "img")
+    desc = {"mediaType": OCI_MANIFEST, "digest": sha256(body), "size": len(body)}
+    path = layout(tmp_path / "layout", [desc], [config, body, layer])
+    with pytest.raises(InvalidImage, match="malformed descriptor") as loaded:
+        Loader(images).load(path)
+    assert pulled.value.hint == loaded.value.hint
+
+
+def test_index_nesting_limit_is_the_same_for_load_and_pull(images: ImageStore,
+                                                           tmp_path: Path) -> None:
+    layer = tar_bytes(file("a", "a"))
+    config = config_for([sha256(layer)])
+    manifest = manifest_for(config, [(layer, LAYER_TAR)])
+    blobs: list[bytes | Path] = [config, manifest, layer]
+    target = {"mediaType": OCI_MANIFEST, "digest": sha256(manifest), "size": len(manifest),
+              "platform": {"os": "linux", "architecture": "amd64"}}
+    for _ in range(documents.MAX_INDEX_DEPTH):  # index.json is one more on top
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                            "manifests": [target]}).encode()
+        blobs.append(index)
+        target = {"mediaType": OCI_INDEX, "digest": sha256(index), "size": len(index),
+                  "platform": {"os": "linux", "architecture": "amd64"}}
+    path = layout(tmp_path / "deep", [target], blobs)
+    with pytest.raises(InvalidImage, match="nested too deeply"):
+        Loader(images).load(path)
+    with pytest.raises(InvalidImage, match="nested too deeply"):
+        documents.check_depth(documents.MAX_INDEX_DEPTH + 1, "img")
+    shallow = layout(tmp_path / "shallow", [json.loads(blobs[-1])["manifests"][0]], blobs)
+    assert Loader(images).load(shallow)[0].image.layers[0].digest == sha256(layer)
+
+
+# ---- 9. strings from the archive are shortened in messages ----------------------------------
+
+
+def test_long_hostile_entry_name_is_shortened(tmp_path: Path) -> None:
+    name = "../" + "x" * 5000
+    layer = pax({"path": name}) + header("placeholder") + end()
+    images, rootfs = layer_images(tmp_path, layer)
+    with pytest.raises(HostileLayer) as err:
+        build(images, rootfs)
+    assert len(err.value.message) < 400
