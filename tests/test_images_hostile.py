@@ -560,3 +560,21 @@ def test_long_hostile_entry_name_is_shortened(tmp_path: Path) -> None:
     with pytest.raises(HostileLayer) as err:
         build(images, rootfs)
     assert len(err.value.message) < 400
+
+
+# ---- the size limit in a real pull ----------------------------------------------------------
+
+
+def test_pull_of_a_bomb_is_refused_while_streaming(registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    blob = tmp_path / "bomb.gz"
+    _, diff_id = gzip_bomb(blob, 64 * MiB)
+    registry.push(image_layout(tmp_path / "layout", [(blob, LAYER_GZIP, diff_id)]),
+                  "hostile/bomb:1", layout_ref="hostile:latest")
+    root = tmp_path / "store"
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = hyperrun(root, "pull", f"{registry.host}/hostile/bomb:1",
+                    env={"HYPERRUN_MAX_IMAGE_SIZE": "16m", "HOME": str(home)})
+    one_line_error(proc, "larger than the 16 MiB limit")
+    store = Store(root)
+    assert list(store.blobs.iterdir()) == [] and ImageStore(store).list() == []

@@ -272,9 +272,9 @@ class _LayerApplier:
         try:
             st = os.lstat(source)
         except OSError:
-            raise _Reject(f"is a hard link to missing {linkname!r}") from None
+            raise _Reject(f"is a hard link to missing {linkname[:120]!r}") from None
         if not stat.S_ISREG(st.st_mode):
-            raise _Reject(f"is a hard link to {linkname!r}, which is not a regular file")
+            raise _Reject(f"is a hard link to {linkname[:120]!r}, which is not a regular file")
         return source
 
     def write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> bool:

@@ -170,7 +170,7 @@ class Loader:
                 try:
                     tags.append(references.parse_tag(tag))
                 except UsageError as exc:
-                    raise InvalidImage(f"{label}: bad RepoTag: {exc.message}") from None
+                    raise InvalidImage(f"{label}: bad RepoTag: {exc.message[:200]}") from None
             manifest_digest = self._stage_synthetic(staged, config_bytes, layers)
             staged.add_image(manifest_digest, tuple(tags))
 
@@ -227,7 +227,7 @@ class Loader:
             layout = parse_json(_read_small(archive, "oci-layout", label), f"{label}: oci-layout")
             version = layout.get("imageLayoutVersion") if isinstance(layout, dict) else None
             if not isinstance(version, str) or not version.startswith("1."):
-                raise InvalidImage(f"{label}: unsupported OCI layout version {version!r}")
+                raise InvalidImage(f"{label}: unsupported OCI layout version {str(version)[:40]!r}")
         index = documents.parse(_read_small(archive, "index.json", label), None,
                                 f"{label}: index.json")
         if not isinstance(index, Index):

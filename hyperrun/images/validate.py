@@ -33,7 +33,7 @@ def host_platform() -> tuple[str, str]:
 
 def mismatch(label: str, name: str, expected: str, found: str) -> InvalidImage:
     return InvalidImage(
-        f"{label}: {name} fails verification: expected {expected}, got {found}",
+        f"{label}: {name[:120]} fails verification: expected {expected[:80]}, got {found}",
         hint="the archive is corrupt or was tampered with; nothing was loaded",
     )
 
@@ -48,7 +48,7 @@ def oci_tags(annotations: Mapping[str, str], label: str) -> tuple[Reference, ...
     try:
         return (references.parse_tag(name),)
     except UsageError as exc:
-        raise InvalidImage(f"{label}: bad image name annotation: {exc.message}") from None
+        raise InvalidImage(f"{label}: bad image name annotation: {exc.message[:200]}") from None
 
 
 def parse_config(data: bytes, what: str, layers: int | None = None) -> dict[str, Any]:
