@@ -214,6 +214,17 @@ def test_huge_pax_header_in_an_import(tmp_path: Path) -> None:
     one_line_error(proc, "PAX header of 3221225472 bytes")
 
 
+def test_pax_header_of_digits_is_refused_quickly(tmp_path: Path) -> None:
+    """Python 3.11's PAX parser is quadratic in runs of digits (CVE-2024-6232)."""
+    body = b"9" * (256 << 10) + b" "
+    layer = header("././@PaxHeader", tarfile.XHDTYPE, len(body)) + pad(body) + header("f") + end()
+    images, rootfs = layer_images(tmp_path, layer)
+    started = time.monotonic()
+    with pytest.raises(InvalidImage, match="digits in a row"):
+        build(images, rootfs)
+    assert time.monotonic() - started < 5
+
+
 def test_endless_chain_of_long_names_is_refused(tmp_path: Path) -> None:
     name = pad(b"a" * 200 + b"\0")
     chain = b"".join(header("././@LongLink", tarfile.GNUTYPE_LONGNAME, 201) + name

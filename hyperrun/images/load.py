@@ -194,6 +194,9 @@ class Loader:
             tmp, digest, size = _stage_blob(src, staged.directory, label, name, self.store.root)
         if expected is not None and expected != digest:
             raise mismatch(label, name[:120], expected, digest)
+        if digest in staged.diff_ids:  # the same layer under another name: keep one copy
+            tmp.unlink()
+            return self._stage_layer(archive, name, staged, label, diff_id, digest, budget)
         media_type, found_diff_id, uncompressed = compression.diff_id(tmp, label, name[:120],
                                                                       budget)
         if found_diff_id != diff_id:
@@ -266,6 +269,10 @@ class Loader:
                     raise mismatch(label, layer.digest, diff_id, staged.diff_ids[layer.digest])
                 budget.charge(staged.uncompressed[layer.digest])
                 continue
+            found = archive.size(_blob_name(layer.digest))
+            if found != layer.size:  # checked before a byte of it is copied
+                raise mismatch(label, f"layer {layer.digest}", f"{layer.size} bytes",
+                               f"{found} bytes")
             self._stage_layer(archive, _blob_name(layer.digest), staged, label,
                               diff_id, layer.digest, budget)
             if staged.blobs[layer.digest].stat().st_size != layer.size:

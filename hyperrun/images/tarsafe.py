@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import re
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -62,6 +63,25 @@ class SafeTarInfo(tarfile.TarInfo):
         if self.size < 0:
             raise UnsafeHeader(f"PAX header gives {self.name[:120]!r} a negative size")
 
+    def _proc_pax(self, tar: Any) -> Any:
+        """Check the records before tarfile's own parser sees them.
+
+        Python 3.11's parser searches the records with regular expressions that take
+        quadratic time on long runs of digits (CVE-2024-6232): a 1 MiB header of digits
+        takes minutes. The records are read and checked here, then handed to tarfile.
+        """
+        blocks = self._block(self.size)  # type: ignore[attr-defined]
+        data = tar.fileobj.read(blocks)
+        if len(data) != blocks:
+            raise UnsafeHeader("a truncated PAX header")
+        _check_pax_records(data[:self.size])
+        real = tar.fileobj
+        tar.fileobj = _Replay(data, real)
+        try:
+            return super()._proc_pax(tar)  # type: ignore[misc]
+        finally:
+            tar.fileobj = real
+
     def _proc_sparse(self, tar: Any) -> Any:
         """tarfile's GNU sparse reader, with the count of extension blocks bounded."""
         structs, isextended, origsize = self._sparse_structs  # type: ignore[attr-defined]
@@ -111,6 +131,50 @@ class SafeTarInfo(tarfile.TarInfo):
                 numbers.append(value)
         next.offset_data = tar.fileobj.tell()
         next.sparse = list(zip(numbers[::2], numbers[1::2], strict=True))
+
+
+class _Replay:
+    """A file object that returns data already read, then reads on from the real one."""
+
+    def __init__(self, data: bytes, real: Any) -> None:
+        self._data, self._real = data, real
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._data:
+            return self._real.read(size)  # type: ignore[no-any-return]
+        if size < 0 or size >= len(self._data):
+            head, self._data = self._data, b""
+            more = size - len(head) if size >= 0 else -1
+            return head + (self._real.read(more) if more else b"")
+        head, self._data = self._data[:size], self._data[size:]
+        return head
+
+    def tell(self) -> int:
+        return self._real.tell() - len(self._data)  # type: ignore[no-any-return]
+
+
+MAX_DIGIT_RUN = 64  # longer runs of digits are what makes tarfile's PAX regexes quadratic
+_DIGIT_RUN = re.compile(rb"[0-9]{%d}" % (MAX_DIGIT_RUN + 1))
+
+
+def _check_pax_records(data: bytes) -> None:
+    """Refuse PAX data that is not a sequence of well-formed `LEN KEY=VALUE\n` records."""
+    if _DIGIT_RUN.search(data):
+        raise UnsafeHeader(f"a PAX header with more than {MAX_DIGIT_RUN} digits in a row")
+    pos = 0
+    while pos < len(data):
+        if data[pos] == 0:  # some writers pad the records with NULs
+            if data[pos:].strip(b"\0"):
+                raise UnsafeHeader("a malformed PAX header")
+            return
+        space = data.find(b" ", pos, pos + 8)
+        if space <= pos or not data[pos:space].isdigit():
+            raise UnsafeHeader("a malformed PAX header")
+        end = pos + int(data[pos:space])
+        if end > len(data) or end <= space + 2 or data[end - 1] != 0x0A \
+                or b"=" not in data[space + 1:end]:
+            raise UnsafeHeader("a malformed PAX header")
+        pos = end
 
 
 def _nti(field: bytes) -> int:
