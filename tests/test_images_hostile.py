@@ -318,6 +318,17 @@ def test_docker_save_blob_larger_than_the_free_space(tmp_path: Path, small_store
     assert leftovers(small_store) == []
 
 
+def test_base_disk_larger_than_the_free_space_names_the_store(tmp_path: Path,
+                                                              small_store: Store) -> None:
+    big = tar_bytes(file("big.bin", os.urandom(14 * MiB)))
+    path = write_tar(docker_save_files([(ImageSpec([big]), ["big:1"])]), tmp_path / "save.tar")
+    images = ImageStore(small_store)
+    Loader(images).load(path)  # 14 MiB of the 24 are now taken by the layer
+    with pytest.raises(HyperrunError, match=f"no space left on {small_store.root}$"):
+        images.base_disk(images.get("big:1"))
+    assert list(small_store.disks.iterdir()) == [] and leftovers(small_store) == []
+
+
 # ---- 4. one layer listed many times ---------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from hyperrun import subproc
+from hyperrun.images.limits import ensure_room
 from hyperrun.store import owned_prefix, sweep_owned
 
 GiB = 1 << 30
@@ -50,6 +51,8 @@ def build_base_disk(staging_root: Path, out_path: Path) -> None:
     # Enough inodes for the image twice over, never fewer than mke2fs would choose.
     inode_count = max(inodes * 2, size // BYTES_PER_INODE)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # The disk file is sparse, but mkfs writes every byte of the files into it.
+    ensure_room(out_path.parent, used, out_path.parent.parent)
     # Named for this process, so the next build sweeps what a killed one left behind
     # (callers hold the disks lock, so no live build's file is swept).
     sweep_owned(out_path.parent, TEMP_PREFIX)

@@ -339,9 +339,14 @@ def _media_type(staged: Staged, digest: str) -> str:
 
 
 def _stage_bytes(data: bytes, directory: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=directory)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        if is_no_space(exc):
+            raise no_space(directory.parent.parent) from None  # the store, above tmp/load-*
+        raise
     return Path(tmp)
 
 
