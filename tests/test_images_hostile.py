@@ -266,6 +266,32 @@ def test_endless_gnu_sparse_map_is_refused(tmp_path: Path) -> None:
         build(images, rootfs)
 
 
+def test_pax_sparse_map_with_endless_regions_is_refused(tmp_path: Path) -> None:
+    records = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "f",
+               "GNU.sparse.realsize": "4096"}
+    layer = pax(records) + header("GNUSparseFile.0/f", size=512) + pad(b"99999999\n") + end()
+    images, rootfs = layer_images(tmp_path, layer)
+    with pytest.raises(InvalidImage, match="sparse map of 99999999 regions"):
+        build(images, rootfs)
+
+
+@pytest.mark.parametrize("how", [["--format=gnu"], ["--format=pax", "--sparse-version=0.0"],
+                                 ["--format=pax", "--sparse-version=0.1"],
+                                 ["--format=pax", "--sparse-version=1.0"]])
+def test_genuine_sparse_files_still_unpack(tmp_path: Path, how: list[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as fh:
+        fh.seek(5 * MiB)
+        fh.write(b"hello")
+        fh.truncate(8 * MiB)
+    subprocess.run(["tar", "--sparse", *how, "-C", str(src), "-cf", str(tmp_path / "l.tar"),
+                    "sparse"], check=True)
+    (tmp_path / "root").mkdir()
+    apply_layers(tmp_path / "root", [("l", tmp_path / "l.tar")])
+    assert (tmp_path / "root/sparse").read_bytes() == (src / "sparse").read_bytes()
+
+
 # ---- 3. sparse and huge declared sizes; running out of space --------------------------------
 
 

@@ -104,7 +104,7 @@ class Loader:
         layer_sizes maps each layer digest to its uncompressed size. The manifest and
         config go through the same checks and the same commit as a load.
         """
-        label = "pulled image"
+        label = tags[0].familiar if tags else "pulled image"
         manifest_digest = sha256(manifest)
         doc = documents.parse(manifest, None, label)
         if isinstance(doc, Index):
