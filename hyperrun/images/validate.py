@@ -1,7 +1,8 @@
-"""Checks for the JSON documents of an image (descriptors, indexes, configs).
+"""The one JSON parser for image documents, and the checks of image configs.
 
-Every document comes from outside (an archive or a registry), so each is checked for
-shape and types here before anything reads a field of it.
+Every document comes from outside (an archive or a registry), so each is parsed here,
+bounded in size and nesting, and checked for shape and types before anything reads a
+field of it. Descriptors, manifests and indexes are modelled in images/manifest.py.
 """
 
 from __future__ import annotations
