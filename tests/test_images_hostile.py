@@ -160,6 +160,22 @@ def test_import_of_a_bomb_is_refused_while_streaming(tmp_path: Path) -> None:
     assert leftovers(Store(root)) == []
 
 
+@pytest.mark.parametrize("suffix", ["gz", "bz2", "xz"])
+def test_import_is_capped_whatever_the_compression(tmp_path: Path, suffix: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import bz2
+    import lzma
+    monkeypatch.setenv("HYPERRUN_MAX_IMAGE_SIZE", "8m")
+    plain = header("zeros", size=32 * MiB) + b"\0" * (32 * MiB) + end()
+    packed = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[suffix](plain)
+    path = tmp_path / f"rootfs.tar.{suffix}"
+    path.write_bytes(packed)
+    images = ImageStore(Store(tmp_path / "store"))
+    with pytest.raises(InvalidImage, match="larger than the 8 MiB limit"):
+        Loader(images).import_rootfs(path, "capped:1")
+    assert leftovers(images.store) == [] and images.list() == []
+
+
 def test_layer_digest_of_a_pull_is_capped(monkeypatch: pytest.MonkeyPatch,
                                           tmp_path: Path) -> None:
     """A pull hashes layers through LayerDigest: the limit fires while the bytes stream."""

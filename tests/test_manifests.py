@@ -1,4 +1,4 @@
-"""Manifest parsing, caps and platform selection (hyperrun/manifests.py)."""
+"""Manifest parsing, caps and platform selection (hyperrun/images/manifest.py)."""
 
 from __future__ import annotations
 
