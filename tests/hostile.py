@@ -1,15 +1,50 @@
-"""Builders of hostile inputs for tests/test_images_hostile.py: bombs, raw tar headers, layouts."""
+"""Hostile inputs (bombs, raw tar headers, layouts) and helpers for the tests of hostile images."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import tarfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 from helpers import dump, hexof, sha256
+
+from hyperrun.images.load import Loader
+from hyperrun.images.store import ImageStore
+from hyperrun.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+
+
+def leftovers(store: Store) -> list[str]:
+    return sorted(p.name for p in store.tmp.iterdir() if p.name != "locks")
+
+
+def hyperrun(root: Path, *args: str, env: dict[str, str] | None = None,
+             **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hyperrun", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "HYPERRUN_ROOT": str(root), "PYTHONPATH": str(REPO),
+                               "HYPERRUN_CONFIG": str(root / "no-config.yaml"), **(env or {})},
+                          **kw)  # type: ignore[call-overload]
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert proc.returncode == 125, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("hyperrun: ")]
+    assert len(lines) == 1 and "(hint: " in lines[0], proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
 
 BLOCK = 512
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -130,3 +165,17 @@ def image_layout(root: Path, layers: list[tuple[bytes | Path, str, str]],
     manifest = manifest_for(config, [(blob, media) for blob, media, _ in layers])
     desc = {"mediaType": OCI_MANIFEST, "digest": sha256(manifest), "size": len(manifest)}
     return layout(root, [desc], [config, manifest, *[blob for blob, _, _ in layers]], ref)
+
+
+def layer_images(tmp_path: Path, layer: bytes) -> tuple[ImageStore, Path]:
+    """A store holding an image of one (gzip) layer, and the image's rootfs directory."""
+    blob = gzip.compress(layer, mtime=0)
+    path = image_layout(tmp_path / "layout", [(blob, LAYER_GZIP, sha256(layer))])
+    images = ImageStore(Store(tmp_path / "store"))
+    images.store.ensure()
+    Loader(images).load(path)
+    return images, tmp_path / "rootfs"
+
+
+def build(images: ImageStore, dest: Path) -> None:
+    images.build_rootfs(images.get("hostile:latest"), dest)
