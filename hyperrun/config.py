@@ -14,6 +14,8 @@
       retry_after_max: 30     # seconds; a registry asking to wait longer is an error
       stall_timeout: 60       # seconds a download may go without enough progress
       min_speed: 1k           # bytes per second over stall_timeout, at least
+    images:
+      max_size: 32g           # largest uncompressed image load, import or pull accepts
 
 A missing file is an empty configuration; a malformed one is an error, never ignored.
 """
@@ -71,6 +73,7 @@ class Config:
     memory: str | None = None
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
     pull: PullConfig = PullConfig()
+    max_image_size: int | None = None  # bytes; None: images/limits.py's default
 
     def registry(self, host: str) -> RegistryConfig:
         """The settings for host; loopback hosts are insecure-allowed, as docker has them."""
@@ -115,7 +118,7 @@ def parse(doc: Any, where: str = "config") -> Config:
     """Build a Config from the parsed YAML document, rejecting unknown keys and bad types."""
     if doc is None:
         return Config()
-    top = _mapping(doc, where, {"run", "registries", "pull"})
+    top = _mapping(doc, where, {"run", "registries", "pull", "images"})
     run = _mapping(top.get("run") or {}, f"{where}: run", {"cpus", "memory"})
     registries = {}
     for host, value in _mapping(top.get("registries") or {}, f"{where}: registries").items():
@@ -138,16 +141,19 @@ def parse(doc: Any, where: str = "config") -> Config:
         registries[str(host)] = RegistryConfig(
             tuple(m.rstrip("/") for m in mirrors), insecure,
             Path(ca).expanduser() if ca else None, tuple(r.lower() for r in realms))
+    images = _mapping(top.get("images") or {}, f"{where}: images", {"max_size"})
+    max_size = images.get("max_size")
     return Config(
         cpus=_scalar(run.get("cpus"), f"{where}: run.cpus"),
         memory=_scalar(run.get("memory"), f"{where}: run.memory"),
         registries=registries,
         pull=_pull(top.get("pull") or {}, f"{where}: pull"),
+        max_image_size=None if max_size is None
+        else parse_size(max_size, f"{where}: images.max_size"),
     )
 
 
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
-_SPEED_RE = re.compile(r"([0-9]{1,12})([kKmM]?)")
 
 
 def _pull(value: Any, label: str) -> PullConfig:
@@ -157,14 +163,8 @@ def _pull(value: Any, label: str) -> PullConfig:
                                f"{label}.retry_after_max", allow_zero=True)
     stall_timeout = _seconds(entry.get("stall_timeout", default.stall_timeout),
                              f"{label}.stall_timeout", allow_zero=False)
-    speed = entry.get("min_speed", default.min_speed)
-    match = _SPEED_RE.fullmatch(str(speed)) if isinstance(speed, int | str) \
-        and not isinstance(speed, bool) else None
-    if match is None:
-        raise UsageError(f"{label}.min_speed must be bytes per second, e.g. 1024 or 100k",
-                         hint=_HINT)
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20}[match.group(2).lower()]
-    return PullConfig(retry_after_max, stall_timeout, int(match.group(1)) * scale)
+    min_speed = parse_size(entry.get("min_speed", default.min_speed), f"{label}.min_speed")
+    return PullConfig(retry_after_max, stall_timeout, min_speed)
 
 
 def _seconds(value: Any, label: str, allow_zero: bool) -> float:
@@ -192,3 +192,18 @@ def _scalar(value: Any, label: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise UsageError(f"{label} must be a number or a size", hint=_HINT)
     return str(value)
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE_RE = re.compile(r"([0-9]{1,15})([kmgt]?)(?:i?b)?")
+
+
+def parse_size(value: Any, label: str) -> int:
+    """A positive byte count: a whole number, or one with a k/m/g/t suffix (`32g`, `1k`)."""
+    text = str(value).strip().lower() \
+        if not isinstance(value, bool) and isinstance(value, str | int) else ""
+    match = _SIZE_RE.fullmatch(text)  # ASCII digits only: `²` is a digit to str.isdigit
+    if match is None or int(match.group(1)) <= 0:
+        raise UsageError(f"{label} must be a size such as 32g or 512m, not {str(value)[:40]!r}",
+                         hint=_HINT)
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]

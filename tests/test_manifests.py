@@ -1,4 +1,4 @@
-"""Manifest parsing, caps and platform selection (hyperrun/manifests.py)."""
+"""Manifest parsing, caps and platform selection (hyperrun/images/manifest.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hyperrun.errors import InvalidImage, UsageError
-from hyperrun.registry.manifests import (
+from hyperrun.images.manifest import (
     MAX_MANIFEST_BYTES,
     Index,
     Manifest,

@@ -10,15 +10,18 @@ import gzip
 import io
 import lzma
 import os
-import tarfile
 import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from hyperrun.digest import Hasher
 from hyperrun.errors import InvalidImage
+from hyperrun.images import tarsafe
+from hyperrun.images.limits import SizeBudget, is_no_space, no_space
 from hyperrun.images.model import MEDIA_OCI_LAYER, MEDIA_OCI_LAYER_GZIP
+from hyperrun.images.tarsafe import first_line
 
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -33,21 +36,55 @@ def layer_diff_id(path: Path, label: str) -> tuple[str, int]:
     return found, size
 
 
+class GzipInflater:
+    """Inflates a gzip stream of one or more members, at most CHUNK bytes at a time.
+
+    zlib is always called with a max_length, so however much a chunk inflates to (a
+    2 MB bomb inflates to 2 GiB) no more than CHUNK bytes of output exist at once.
+    """
+
+    def __init__(self) -> None:
+        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.inside = False  # a gzip member has started and not ended
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        pending = True
+        while chunk or pending:
+            if chunk:
+                self.inside = True
+            data = self._zlib.decompress(chunk, CHUNK)
+            if data:
+                yield data
+            chunk = self._zlib.unconsumed_tail
+            pending = len(data) == CHUNK  # more output may wait inside zlib
+            if self._zlib.eof:  # gzip allows several members back to back
+                chunk = self._zlib.unused_data
+                self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self.inside = pending = False
+
+
 class LayerDigest:
     """The diff_id of a layer blob, computed from chunks as they stream in.
 
     zlib and hashlib release the GIL on large buffers, so pulls hashing layers on
     several threads use several cores, and no second pass over the file is needed.
+    Every inflated byte is charged to budget (by default the image size limit alone),
+    so an oversized layer is refused while it streams.
     """
 
-    def __init__(self, label: str, name: str) -> None:
+    def __init__(self, label: str, name: str, budget: SizeBudget | None = None) -> None:
         self.label, self.name = label, name
         self.media_type: str | None = None
+        self.budget = budget if budget is not None else SizeBudget(label)
         self._sha = Hasher()
         self._size = 0
         self._head = b""
-        self._inflater: Any = None
-        self._inside = False  # a gzip member has started and not ended
+        self._inflater: GzipInflater | None = None
+
+    @property
+    def inflated(self) -> int:
+        """Uncompressed bytes seen (and charged to the budget) so far."""
+        return self._size
 
     def update(self, chunk: bytes) -> None:
         if self.media_type is None:
@@ -57,22 +94,18 @@ class LayerDigest:
             chunk, self._head = self._head, b""
             self._detect(chunk)
         if self._inflater is None:
-            self._sha.update(chunk)
-            self._size += len(chunk)
+            self._take(chunk)
             return
         try:
-            while chunk:
-                self._inside = True
-                data = self._inflater.decompress(chunk)
-                self._sha.update(data)
-                self._size += len(data)
-                chunk = b""
-                if self._inflater.eof:  # gzip allows several members back to back
-                    chunk = self._inflater.unused_data
-                    self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                    self._inside = False
+            for data in self._inflater.feed(chunk):
+                self._take(data)
         except zlib.error as exc:
             raise self._invalid(str(exc)) from None
+
+    def _take(self, data: bytes) -> None:
+        self.budget.charge(len(data))
+        self._sha.update(data)
+        self._size += len(data)
 
     def _detect(self, head: bytes) -> None:
         if head.startswith(ZSTD_MAGIC):
@@ -80,7 +113,7 @@ class LayerDigest:
                                hint="hyperrun unpacks plain and gzip tar layers only")
         if head.startswith(GZIP_MAGIC):
             self.media_type = MEDIA_OCI_LAYER_GZIP
-            self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._inflater = GzipInflater()
         else:
             self.media_type = MEDIA_OCI_LAYER
 
@@ -90,7 +123,7 @@ class LayerDigest:
             head, self._head = self._head, b""
             self._detect(head)
             self.update(head)
-        if self._inside:
+        if self._inflater is not None and self._inflater.inside:
             raise self._invalid("compressed data ended before the end-of-stream marker")
         return self._sha.digest(), self._size
 
@@ -98,9 +131,10 @@ class LayerDigest:
         return InvalidImage(f"{self.label}: layer {self.name} is not valid gzip: {why}")
 
 
-def diff_id(path: Path, label: str, name: str) -> tuple[str, str, int]:
+def diff_id(path: Path, label: str, name: str,
+            budget: SizeBudget | None = None) -> tuple[str, str, int]:
     """(media type, diff_id, uncompressed size) of a layer blob."""
-    digest = LayerDigest(label, name)
+    digest = LayerDigest(label, name, budget)
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
@@ -109,8 +143,13 @@ def diff_id(path: Path, label: str, name: str) -> tuple[str, str, int]:
     return digest.media_type, found, size
 
 
-def decompress_to(src: IO[bytes], dest: Path, label: str) -> tuple[str, int]:
-    """Write the seekable src to dest uncompressed (gzip, bzip2, xz or plain); (digest, size)."""
+def decompress_to(src: IO[bytes], dest: Path, label: str, budget: SizeBudget,
+                  where: Path | str) -> tuple[str, int]:
+    """Write the seekable src to dest uncompressed (gzip, bzip2, xz or plain); (digest, size).
+
+    Each read returns at most CHUNK bytes, and each is charged to budget before it is
+    written; where names the store in a "no space left" error.
+    """
     head = src.read(6)
     src.seek(0)
     stream: io.BufferedIOBase | IO[bytes]
@@ -127,28 +166,40 @@ def decompress_to(src: IO[bytes], dest: Path, label: str) -> tuple[str, int]:
     sha, size = Hasher(), 0
     try:
         with open(dest, "wb") as out:
-            while chunk := stream.read(CHUNK):
+            while chunk := _read(stream, label):
+                budget.charge(len(chunk))
                 sha.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        raise InvalidImage(f"{label}: corrupt compressed data: {exc}") from None
+    except OSError as exc:
+        if is_no_space(exc):
+            raise no_space(where) from None
+        raise
     return sha.digest(), size
 
 
-def check_tar(path: Path, label: str) -> None:
-    """Reject a file that is not a tar archive before it becomes an image."""
+def _read(stream: io.BufferedIOBase | IO[bytes], label: str) -> bytes:
     try:
-        with tarfile.open(path, "r:") as tar:
-            for _ in tar:
-                pass
-    except (tarfile.TarError, EOFError) as exc:
-        raise InvalidImage(f"{label} is not a tar archive: {exc}",
+        return stream.read(CHUNK)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise InvalidImage(f"{label}: corrupt compressed data: {first_line(exc)}",
+                           hint="the file is damaged or not what it claims to be") from None
+
+
+def check_tar(path: Path, label: str, budget: SizeBudget) -> None:
+    """Reject a file that is not a tar archive before it becomes an image.
+
+    The files it declares (a sparse entry declares its full size) are charged to budget,
+    so a rootfs that would unpack beyond the image size limit is refused here.
+    """
+    try:
+        with tarsafe.open_tar(label, name=path, mode="r:") as tar:
+            for member in tarsafe.members(tar, label):
+                if member.isreg():
+                    budget.charge(member.size)
+    except tarsafe.READ_ERRORS as exc:
+        raise InvalidImage(f"{label} is not a tar archive: {first_line(exc)}",
                            hint="`hyperrun import` takes a root filesystem tarball") from None
-
-
-def first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 class Gunzip:
@@ -173,6 +224,7 @@ class Gunzip:
         self._thread.join()
 
     def raise_error(self, name: str) -> None:
+        self.reader.close()  # the tar reader may have stopped early: unblock the writer
         self._thread.join()
         if self.error is not None and not isinstance(self.error, BrokenPipeError):
             raise InvalidImage(f"layer {name} is not valid gzip: {first_line(self.error)}",
@@ -181,18 +233,11 @@ class Gunzip:
     def _inflate(self, src: IO[bytes]) -> None:
         try:
             with os.fdopen(self._wfd, "wb") as out:
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                inside = False  # the current gzip member has started but not ended
+                inflater = GzipInflater()
                 while chunk := src.read(CHUNK):
-                    while chunk:
-                        inside = True
-                        out.write(inflater.decompress(chunk))
-                        chunk = b""
-                        if inflater.eof:  # gzip allows several members back to back
-                            chunk = inflater.unused_data
-                            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                            inside = False
-                if inside:
+                    for data in inflater.feed(chunk):
+                        out.write(data)
+                if inflater.inside:
                     raise EOFError("compressed data ended before the end-of-stream marker")
         except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
             self.error = exc

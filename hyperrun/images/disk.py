@@ -12,12 +12,15 @@ from pathlib import Path
 
 from hyperrun import subproc
 from hyperrun.errors import HyperrunError
+from hyperrun.images.limits import ensure_room
+from hyperrun.store import owned_prefix, sweep_owned
 
 GiB = 1 << 30
 HEADROOM = 2 * GiB  # room for containers to write, sparse until they do
 GROWTH = 1.3  # ext4 metadata, directories and block rounding on top of the files themselves
 ALIGN = 4 << 20
 BYTES_PER_INODE = 16384  # mke2fs's default inode_ratio
+TEMP_PREFIX = ".building-"
 
 # Container data is root's and QEMU's alone. A base disk is read by the QEMU of every
 # container of its image: 0440 to QEMU's group, so no relabelling is needed. An overlay is
@@ -95,7 +98,13 @@ def build_base_disk(staging_root: Path, out_path: Path) -> None:
     # Enough inodes for the image twice over, never fewer than mke2fs would choose.
     inode_count = max(inodes * 2, size // BYTES_PER_INODE)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    # The disk file is sparse, but mkfs writes every byte of the files into it.
+    ensure_room(out_path.parent, used, out_path.parent.parent)
+    # Named for this process, so the next build sweeps what a killed one left behind
+    # (callers hold the disks lock, so no live build's file is swept).
+    sweep_owned(out_path.parent, TEMP_PREFIX)
+    fd, tmp = tempfile.mkstemp(prefix=owned_prefix(TEMP_PREFIX), suffix=".tmp",
+                               dir=out_path.parent)
     try:
         os.ftruncate(fd, size)
         os.close(fd)

@@ -9,20 +9,19 @@ the final component is never followed when writing.
 from __future__ import annotations
 
 import contextlib
-import errno
-import gzip
-import lzma
 import os
 import shutil
 import stat
 import tarfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from hyperrun.errors import HostileLayer, HyperrunError, InvalidImage
-from hyperrun.images.compression import Gunzip, first_line
+from hyperrun.errors import HostileLayer, InvalidImage
+from hyperrun.images import tarsafe
+from hyperrun.images.compression import Gunzip
+from hyperrun.images.limits import SizeBudget, ensure_room, is_no_space, no_space
+from hyperrun.images.tarsafe import first_line
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -33,6 +32,7 @@ MAX_DEV_MINOR = 1 << 20  # 20 bits of minor
 MAX_ID = (1 << 32) - 2  # (uid_t)-1 means "unchanged" to chown, so it is not a real owner
 
 _COPY_CHUNK = 1 << 20
+_ROOM_CHECK = 1 << 20  # files at least this large are checked against the free space first
 
 
 class _Reject(Exception):
@@ -139,9 +139,11 @@ def _remove(path: str) -> None:
 
 
 class _LayerApplier:
-    def __init__(self, root: _Root, layer_name: str) -> None:
+    def __init__(self, root: _Root, layer_name: str, budget: SizeBudget, where: str) -> None:
         self.root = root
         self.layer_name = layer_name
+        self.budget = budget  # the files' declared sizes: a sparse entry counts in full
+        self.where = where  # the store, as a "no space left" error names it
         self.unpacked: set[str] = set()  # host paths written by this layer (opaque dirs keep them)
         self.dir_times: list[tuple[str, float]] = []
         self.is_root = os.geteuid() == 0
@@ -152,19 +154,19 @@ class _LayerApplier:
         self.parents: dict[tuple[str, ...], str] = {}
 
     def apply(self, tar: tarfile.TarFile) -> None:
-        for member in tar:
+        for member in tarsafe.members(tar, f"layer {self.layer_name}"):
             try:
                 self.entry(tar, member)
             except _Reject as exc:
-                raise HostileLayer(self.layer_name, member.name, str(exc)) from None
+                raise HostileLayer(self.layer_name, member.name[:120], str(exc)) from None
+            except ValueError as exc:  # os calls refuse NUL bytes this way
+                raise HostileLayer(self.layer_name, member.name[:120],
+                                   f"cannot be applied: {first_line(exc)}") from None
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise HyperrunError(
-                        f"no space left while unpacking layer {self.layer_name}",
-                        hint="free space below the hyperrun store (HYPERRUN_ROOT)",
-                    ) from None
+                if is_no_space(exc):
+                    raise no_space(self.where) from None
                 reason = f"cannot be applied: {exc.strerror or exc}"
-                raise HostileLayer(self.layer_name, member.name, reason) from None
+                raise HostileLayer(self.layer_name, member.name[:120], reason) from None
         # Directory mtimes last: adding children changed them. Re-check confinement, as a
         # later entry may have replaced a parent with a symlink.
         for path, mtime in reversed(self.dir_times):
@@ -173,6 +175,8 @@ class _LayerApplier:
                     os.utime(path, (mtime, mtime), follow_symlinks=False)
 
     def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        if "\0" in member.name or "\0" in member.linkname:
+            raise _Reject("has a NUL byte in its name or link target")
         parts = entry_components(member.name)
         if parts and parts[-1].startswith(WHITEOUT_PREFIX):
             self.whiteout(parts)
@@ -185,6 +189,12 @@ class _LayerApplier:
         self.check_type(member)
         parent = self.parent_dir(parts[:-1])
         target = os.path.join(parent, parts[-1])
+        if member.isreg():
+            # Checked before a byte is written: the declared size, not what the tar
+            # stream holds, is what a sparse or lying entry would write.
+            self.budget.charge(member.size)
+            if member.size >= _ROOM_CHECK:
+                ensure_room(parent, member.size, self.where)
 
         if member.isreg() and self.write_file(tar, member, target):
             self.unpacked.add(target)
@@ -262,9 +272,9 @@ class _LayerApplier:
         try:
             st = os.lstat(source)
         except OSError:
-            raise _Reject(f"is a hard link to missing {linkname!r}") from None
+            raise _Reject(f"is a hard link to missing {linkname[:120]!r}") from None
         if not stat.S_ISREG(st.st_mode):
-            raise _Reject(f"is a hard link to {linkname!r}, which is not a regular file")
+            raise _Reject(f"is a hard link to {linkname[:120]!r}, which is not a regular file")
         return source
 
     def write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> bool:
@@ -335,13 +345,19 @@ class _LayerApplier:
             os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
 
 
-def apply_layer(root: Path, layer: IO[bytes], *, name: str) -> None:
-    """Apply one layer tar (plain, gzip, bzip2 or xz) on top of root."""
-    applier = _LayerApplier(_Root(root), name)
+def apply_layer(root: Path, layer: IO[bytes], *, name: str, budget: SizeBudget | None = None,
+                where: Path | str | None = None) -> None:
+    """Apply one layer tar (plain, gzip, bzip2 or xz) on top of root.
+
+    The files written are charged to budget (default: a fresh image size limit); where
+    names the store in a "no space left" error (default: root).
+    """
+    applier = _LayerApplier(_Root(root), name, budget or SizeBudget(name),
+                            str(where or root))
     try:
-        with tarfile.open(fileobj=layer, mode="r|*") as tar:
+        with tarsafe.open_tar(f"layer {name}", fileobj=layer, mode="r|*") as tar:
             applier.apply(tar)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+    except tarsafe.READ_ERRORS as exc:
         raise InvalidImage(
             f"layer {name} is not a readable tar archive: {first_line(exc)}",
             hint="the image is corrupt or uses a compression hyperrun does not support (zstd)",
@@ -349,19 +365,30 @@ def apply_layer(root: Path, layer: IO[bytes], *, name: str) -> None:
 
 
 
-def apply_layers(root: Path, layers: Sequence[tuple[str, Path]]) -> None:
-    """Apply (name, path) layer files in order onto root."""
+def apply_layers(root: Path, layers: Sequence[tuple[str, Path]], *,
+                 budget: SizeBudget | None = None, where: Path | str | None = None) -> None:
+    """Apply (name, path) layer files in order onto root, all charged to one budget.
+
+    A layer listed twice in a row is applied once: applying a layer over its own result
+    changes nothing, and an archive listing one layer a thousand times must not cost a
+    thousand applications.
+    """
+    budget = budget or SizeBudget(str(root))
+    previous: Path | None = None
     for name, path in layers:
+        if path == previous:
+            continue
+        previous = path
         with open(path, "rb") as fh:
             gzipped = fh.read(2) == b"\x1f\x8b"
             fh.seek(0)
             if not gzipped:
-                apply_layer(root, fh, name=name)
+                apply_layer(root, fh, name=name, budget=budget, where=where)
                 continue
             gunzip = Gunzip(fh)
             with gunzip as plain:
                 try:
-                    apply_layer(root, plain, name=name)
+                    apply_layer(root, plain, name=name, budget=budget, where=where)
                 except InvalidImage:
                     gunzip.raise_error(name)  # a truncated stream is the inflater's fault
                     raise

@@ -11,9 +11,7 @@ import contextlib
 import datetime
 import os
 import re
-import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -22,32 +20,23 @@ from hyperrun import reference as references
 from hyperrun.digest import Hasher, sha256
 from hyperrun.errors import InvalidImage, UsageError
 from hyperrun.images import compression
+from hyperrun.images import manifest as documents
 from hyperrun.images.archive import Archive, open_archive
 from hyperrun.images.compression import CHUNK, check_tar, decompress_to
-from hyperrun.images.model import (
-    CONFIG_MEDIA_TYPES,
-    INDEX_MEDIA_TYPES,
-    LAYER_MEDIA_TYPES,
-    MANIFEST_MEDIA_TYPES,
-    MEDIA_OCI_CONFIG,
-    MEDIA_OCI_LAYER,
-    MEDIA_OCI_MANIFEST,
-    Image,
-)
+from hyperrun.images.limits import SizeBudget, ensure_room, is_no_space, no_space, too_large
+from hyperrun.images.manifest import Descriptor, Index, Platform
+from hyperrun.images.model import MEDIA_OCI_CONFIG, MEDIA_OCI_LAYER, MEDIA_OCI_MANIFEST, Image
 from hyperrun.images.store import ImageStore, Loaded, Staged, dump_json
+from hyperrun.images.tarsafe import READ_ERRORS, first_line
 from hyperrun.images.validate import (
-    check_descriptor,
+    MAX_JSON_BYTES,
     host_platform,
     mismatch,
     oci_tags,
     parse_config,
     parse_json,
-    pick_platform,
 )
 from hyperrun.reference import Reference
-
-MAX_INDEX_DEPTH = 4
-MAX_JSON_BYTES = 4 << 20  # manifests and configs are small; refuse to parse giant ones
 
 
 class Loader:
@@ -86,8 +75,9 @@ class Loader:
                 raise UsageError(f"cannot read {tar}: {exc.strerror}") from None
             with src:
                 layer_tmp = staged.directory / "import.tar"
-                digest, size = decompress_to(src, layer_tmp, str(tar))
-            check_tar(layer_tmp, str(tar))
+                digest, size = decompress_to(src, layer_tmp, str(tar), SizeBudget(str(tar)),
+                                             self.store.root)
+            check_tar(layer_tmp, str(tar), SizeBudget(str(tar)))
             staged.blobs[digest] = layer_tmp
             staged.uncompressed[digest] = size
             staged.diff_ids[digest] = digest
@@ -114,21 +104,21 @@ class Loader:
         layer_sizes maps each layer digest to its uncompressed size. The manifest and
         config go through the same checks and the same commit as a load.
         """
-        label = "pulled image"
+        label = tags[0].familiar if tags else "pulled image"
         manifest_digest = sha256(manifest)
-        doc = parse_json(manifest, f"{label}: manifest")
-        config_desc = check_descriptor(doc.get("config") if isinstance(doc, dict) else None,
-                                        label)
-        if sha256(config) != config_desc["digest"]:
-            raise mismatch(label, "config", config_desc["digest"], sha256(config))
-        diff_ids = parse_config(config, f"{label}: config")["rootfs"]["diff_ids"]
-        layers = [check_descriptor(d, label)["digest"] for d in doc.get("layers") or []]
-        if len(diff_ids) != len(layers):
-            raise InvalidImage(f"{label}: config lists {len(diff_ids)} layers, "
-                               f"manifest {len(layers)}")
+        doc = documents.parse(manifest, None, label)
+        if isinstance(doc, Index):
+            raise InvalidImage(f"{label}: expected an image manifest, not an index")
+        if sha256(config) != doc.config.digest:
+            raise mismatch(label, "config", doc.config.digest, sha256(config))
+        parse_config(config, f"{label}: config", len(doc.layers))
+        layers = [d.digest for d in doc.layers]
+        budget = SizeBudget(label)
+        for digest in layers:  # each layer counts as often as it is applied
+            budget.charge(layer_sizes[digest])
         with self._staging() as staged:
             staged.blobs[manifest_digest] = _stage_bytes(manifest, staged.directory)
-            staged.blobs[config_desc["digest"]] = _stage_bytes(config, staged.directory)
+            staged.blobs[doc.config.digest] = _stage_bytes(config, staged.directory)
             staged.uncompressed.update({d: layer_sizes[d] for d in layers})
             staged.add_image(manifest_digest, tuple(tags))
             (loaded,) = self._commit(staged)
@@ -141,6 +131,7 @@ class Loader:
                               f"{label}: manifest.json")
         if not isinstance(manifest, list):
             raise InvalidImage(f"{label}: manifest.json is not a list")
+        by_name: dict[str, tuple[str, int, str]] = {}  # layers staged: name -> digest, ...
         for entry in manifest:
             if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) \
                     or not isinstance(entry.get("Layers"), list):
@@ -151,17 +142,25 @@ class Loader:
             named = _digest_in_name(config_name)
             if named is not None and named != config_digest:
                 raise mismatch(label, config_name, named, config_digest)
-            config = parse_config(config_bytes, f"{label}: {config_name}")
+            documents.check_layer_count(len(entry["Layers"]), f"{label}: manifest.json")
+            config = parse_config(config_bytes, f"{label}: {config_name[:120]}",
+                                  len(entry["Layers"]))
             diff_ids = config["rootfs"]["diff_ids"]
-            if len(diff_ids) != len(entry["Layers"]):
-                raise InvalidImage(f"{label}: {config_name} lists {len(diff_ids)} layers, "
-                                   f"manifest.json {len(entry['Layers'])}")
+            budget = SizeBudget(label)
             layers = []
             for layer_name, diff_id in zip(entry["Layers"], diff_ids, strict=True):
                 if not isinstance(layer_name, str):
                     raise InvalidImage(f"{label}: manifest.json has a non-string layer")
-                digest, blob_size, media_type = self._stage_layer(
-                    archive, layer_name, staged, label, diff_id, _digest_in_name(layer_name))
+                if layer_name in by_name:  # listed again: staged once, counted each time
+                    digest, blob_size, media_type = by_name[layer_name]
+                    if staged.diff_ids[digest] != diff_id:
+                        raise mismatch(label, f"{layer_name[:120]} (uncompressed)", diff_id,
+                                       staged.diff_ids[digest])
+                    budget.charge(staged.uncompressed[digest])
+                else:
+                    digest, blob_size, media_type = by_name[layer_name] = self._stage_layer(
+                        archive, layer_name, staged, label, diff_id,
+                        _digest_in_name(layer_name), budget)
                 layers.append({"mediaType": media_type, "digest": digest, "size": blob_size})
             tags = []
             repo_tags = entry.get("RepoTags") or []
@@ -171,20 +170,37 @@ class Loader:
                 try:
                     tags.append(references.parse_tag(tag))
                 except UsageError as exc:
-                    raise InvalidImage(f"{label}: bad RepoTag: {exc.message}") from None
+                    raise InvalidImage(f"{label}: bad RepoTag: {exc.message[:200]}") from None
             manifest_digest = self._stage_synthetic(staged, config_bytes, layers)
             staged.add_image(manifest_digest, tuple(tags))
 
     def _stage_layer(self, archive: Archive, name: str, staged: Staged, label: str,
-                     diff_id: str, expected: str | None) -> tuple[str, int, str]:
-        """Verify a layer against its diff_id (and its digest if known); stage it."""
+                     diff_id: str, expected: str | None,
+                     budget: SizeBudget) -> tuple[str, int, str]:
+        """Verify a layer against its diff_id (and its digest if known); stage it.
+
+        Its uncompressed bytes are charged to budget as they are inflated.
+        """
+        if expected is not None and expected in staged.diff_ids:  # staged for another image
+            if staged.diff_ids[expected] != diff_id:
+                raise mismatch(label, name[:120], diff_id, staged.diff_ids[expected])
+            budget.charge(staged.uncompressed[expected])
+            return expected, staged.blobs[expected].stat().st_size, _media_type(staged, expected)
+        declared = archive.size(name)
+        if declared > budget.limit:
+            raise too_large(label, budget.limit)
+        ensure_room(staged.directory, declared, self.store.root)
         with archive.open(name) as src:
-            tmp, digest, size = _stage_blob(src, staged.directory, label, name)
+            tmp, digest, size = _stage_blob(src, staged.directory, label, name, self.store.root)
         if expected is not None and expected != digest:
-            raise mismatch(label, name, expected, digest)
-        media_type, found_diff_id, uncompressed = compression.diff_id(tmp, label, name)
+            raise mismatch(label, name[:120], expected, digest)
+        if digest in staged.diff_ids:  # the same layer under another name: keep one copy
+            tmp.unlink()
+            return self._stage_layer(archive, name, staged, label, diff_id, digest, budget)
+        media_type, found_diff_id, uncompressed = compression.diff_id(tmp, label, name[:120],
+                                                                      budget)
         if found_diff_id != diff_id:
-            raise mismatch(label, f"{name} (uncompressed)", diff_id, found_diff_id)
+            raise mismatch(label, f"{name[:120]} (uncompressed)", diff_id, found_diff_id)
         staged.blobs[digest] = tmp
         staged.uncompressed[digest] = uncompressed
         staged.diff_ids[digest] = found_diff_id
@@ -214,68 +230,56 @@ class Loader:
             layout = parse_json(_read_small(archive, "oci-layout", label), f"{label}: oci-layout")
             version = layout.get("imageLayoutVersion") if isinstance(layout, dict) else None
             if not isinstance(version, str) or not version.startswith("1."):
-                raise InvalidImage(f"{label}: unsupported OCI layout version {version!r}")
-        index = parse_json(_read_small(archive, "index.json", label), f"{label}: index.json")
-        descriptors = index.get("manifests") if isinstance(index, dict) else None
-        if not isinstance(descriptors, list):
-            raise InvalidImage(f"{label}: index.json has no manifests list")
-        want = host_platform()
-        for desc in descriptors:
-            check_descriptor(desc, label)
-            plat = desc.get("platform")
-            if isinstance(plat, dict) and (plat.get("os"), plat.get("architecture")) != want:
+                raise InvalidImage(f"{label}: unsupported OCI layout version {str(version)[:40]!r}")
+        index = documents.parse(_read_small(archive, "index.json", label), None,
+                                f"{label}: index.json")
+        if not isinstance(index, Index):
+            raise InvalidImage(f"{label}: index.json is not an image index")
+        want = Platform.host()
+        for desc in index.manifests:
+            if desc.platform is not None and not want.matches(desc.platform):
                 continue
-            tags = oci_tags(desc, label)
-            manifest_digest = self._stage_oci_manifest(archive, staged, label, desc, 0)
+            tags = oci_tags(desc.annotations, label)
+            manifest_digest = self._stage_oci_manifest(archive, staged, label, desc, 1,
+                                                       SizeBudget(label))
             staged.add_image(manifest_digest, tags)
         if not staged.images:
-            raise InvalidImage(f"{label}: no image for {want[0]}/{want[1]}")
+            raise InvalidImage(f"{label}: no image for {want}")
 
     def _stage_oci_manifest(self, archive: Archive, staged: Staged, label: str,
-                            desc: dict[str, Any], depth: int) -> str:
-        """Verify and stage the manifest desc points at (choosing a platform from indexes)."""
-        if depth > MAX_INDEX_DEPTH:
-            raise InvalidImage(f"{label}: image indexes nested too deeply")
+                            desc: Descriptor, depth: int, budget: SizeBudget) -> str:
+        """Verify and stage the manifest desc points at (choosing a platform from indexes).
+
+        depth counts the indexes above desc (index.json is the first), as a pull counts them.
+        """
         data = _read_blob(archive, desc, label)
-        doc = parse_json(data, f"{label}: {desc['digest']}")
-        if not isinstance(doc, dict):
-            raise InvalidImage(f"{label}: {desc['digest']} is not a JSON object")
-        media_type = desc.get("mediaType") or doc.get("mediaType")
-        if media_type in INDEX_MEDIA_TYPES or (media_type is None and "manifests" in doc):
-            return self._stage_oci_manifest(
-                archive, staged, label, pick_platform(doc, label), depth + 1)
-        if media_type not in MANIFEST_MEDIA_TYPES and not (media_type is None and "config" in doc):
-            raise InvalidImage(f"{label}: {desc['digest']} has unsupported type {media_type!r}")
-        config_desc = check_descriptor(doc.get("config"), label)
-        layer_descs = doc.get("layers")
-        if not isinstance(layer_descs, list):
-            raise InvalidImage(f"{label}: manifest {desc['digest']} has no layers list")
-        if config_desc.get("mediaType") not in CONFIG_MEDIA_TYPES:
-            raise InvalidImage(f"{label}: unsupported config type {config_desc.get('mediaType')!r}")
-        config_bytes = _read_blob(archive, config_desc, label)
-        config = parse_config(config_bytes, f"{label}: config {config_desc['digest']}")
+        what = f"{label}: {desc.digest[:19]}"
+        doc = documents.parse(data, desc.media_type, what)
+        if isinstance(doc, Index):
+            documents.check_depth(depth + 1, label)
+            chosen = documents.select(doc, Platform.host(), what)
+            return self._stage_oci_manifest(archive, staged, label, chosen, depth + 1, budget)
+        config_bytes = _read_blob(archive, doc.config, label)
+        config = parse_config(config_bytes, f"{label}: config {doc.config.digest[:19]}",
+                              len(doc.layers))
         diff_ids = config["rootfs"]["diff_ids"]
-        if len(diff_ids) != len(layer_descs):
-            raise InvalidImage(f"{label}: config lists {len(diff_ids)} layers, "
-                               f"manifest {len(layer_descs)}")
-        for layer_desc, diff_id in zip(layer_descs, diff_ids, strict=True):
-            check_descriptor(layer_desc, label)
-            media_type = layer_desc.get("mediaType")
-            if media_type not in LAYER_MEDIA_TYPES:
-                raise InvalidImage(f"{label}: unsupported layer type {media_type!r}",
-                                   hint="hyperrun unpacks plain and gzip tar layers only")
-            if layer_desc["digest"] in staged.diff_ids:
-                if staged.diff_ids[layer_desc["digest"]] != diff_id:
-                    raise mismatch(label, layer_desc["digest"], diff_id,
-                                    staged.diff_ids[layer_desc["digest"]])
+        for layer, diff_id in zip(doc.layers, diff_ids, strict=True):
+            if layer.digest in staged.diff_ids:
+                if staged.diff_ids[layer.digest] != diff_id:
+                    raise mismatch(label, layer.digest, diff_id, staged.diff_ids[layer.digest])
+                budget.charge(staged.uncompressed[layer.digest])
                 continue
-            self._stage_layer(archive, _blob_name(layer_desc["digest"]), staged, label,
-                              diff_id, layer_desc["digest"])
-            if staged.blobs[layer_desc["digest"]].stat().st_size != layer_desc["size"]:
-                raise InvalidImage(f"{label}: layer {layer_desc['digest']} has the wrong size")
-        staged.blobs[config_desc["digest"]] = _stage_bytes(config_bytes, staged.directory)
-        staged.blobs[desc["digest"]] = _stage_bytes(data, staged.directory)
-        return desc["digest"]
+            found = archive.size(_blob_name(layer.digest))
+            if found != layer.size:  # checked before a byte of it is copied
+                raise mismatch(label, f"layer {layer.digest}", f"{layer.size} bytes",
+                               f"{found} bytes")
+            self._stage_layer(archive, _blob_name(layer.digest), staged, label,
+                              diff_id, layer.digest, budget)
+            if staged.blobs[layer.digest].stat().st_size != layer.size:
+                raise InvalidImage(f"{label}: layer {layer.digest} has the wrong size")
+        staged.blobs[doc.config.digest] = _stage_bytes(config_bytes, staged.directory)
+        staged.blobs[desc.digest] = _stage_bytes(data, staged.directory)
+        return desc.digest
 
     @contextlib.contextmanager
     def _staging(self) -> Iterator[Staged]:
@@ -309,43 +313,64 @@ def _read_small(archive: Archive, name: str, label: str) -> bytes:
     try:
         with archive.open(name) as fh:
             data = fh.read(MAX_JSON_BYTES + 1)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise InvalidImage(f"{label}: cannot read {name}: {exc}") from None
+    except (OSError, *READ_ERRORS) as exc:
+        raise InvalidImage(f"{label}: cannot read {name[:120]}: {first_line(exc)}") from None
     if len(data) > MAX_JSON_BYTES:
-        raise InvalidImage(f"{label}: {name} is implausibly large")
+        raise InvalidImage(f"{label}: {name[:120]} is implausibly large")
     return data
 
 
-def _read_blob(archive: Archive, desc: dict[str, Any], label: str) -> bytes:
+def _read_blob(archive: Archive, desc: Descriptor, label: str) -> bytes:
     """A small blob (manifest, index, config), verified against its descriptor."""
-    name = _blob_name(desc["digest"])
+    name = _blob_name(desc.digest)
     data = _read_small(archive, name, label)
     found = sha256(data)
-    if found != desc["digest"]:
-        raise mismatch(label, name, desc["digest"], found)
-    if len(data) != desc["size"]:
-        raise InvalidImage(f"{label}: {name} is {len(data)} bytes, descriptor says {desc['size']}")
+    if found != desc.digest:
+        raise mismatch(label, name, desc.digest, found)
+    if len(data) != desc.size:
+        raise InvalidImage(f"{label}: {name} is {len(data)} bytes, descriptor says {desc.size}")
     return data
+
+
+def _media_type(staged: Staged, digest: str) -> str:
+    with open(staged.blobs[digest], "rb") as fh:
+        gzipped = fh.read(2) == compression.GZIP_MAGIC
+    return compression.MEDIA_OCI_LAYER_GZIP if gzipped else MEDIA_OCI_LAYER
 
 
 def _stage_bytes(data: bytes, directory: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=directory)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        if is_no_space(exc):
+            raise no_space(directory.parent.parent) from None  # the store, above tmp/load-*
+        raise
     return Path(tmp)
 
 
-def _stage_blob(src: IO[bytes], directory: Path, label: str, name: str) -> tuple[Path, str, int]:
+def _stage_blob(src: IO[bytes], directory: Path, label: str, name: str,
+                where: Path) -> tuple[Path, str, int]:
     """Copy src into directory, hashing it on the way; (path, digest, size)."""
     fd, tmp = tempfile.mkstemp(dir=directory)
     sha = Hasher()
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
-            while chunk := src.read(CHUNK):
+            while True:
+                try:
+                    chunk = src.read(CHUNK)
+                except READ_ERRORS as exc:
+                    raise InvalidImage(f"{label}: cannot read {name[:120]}: "
+                                       f"{first_line(exc)}") from None
+                if not chunk:
+                    break
                 sha.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise InvalidImage(f"{label}: cannot read {name}: {exc}") from None
+    except OSError as exc:
+        if is_no_space(exc):
+            raise no_space(where) from None
+        raise
     return Path(tmp), sha.digest(), size

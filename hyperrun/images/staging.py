@@ -70,8 +70,8 @@ def _mount_tmpfs(path: Path, size_hint: int) -> bool:
 @contextlib.contextmanager
 def staging_root(store: Store, size_hint: int) -> Iterator[Path]:
     """A fresh, empty root directory (0755) for about size_hint bytes of files."""
-    sweep(store)
-    with store.tempdir(f"{PREFIX}{os.getpid()}-") as tmp:
+    sweep(store)  # first, as it unmounts what store.tempdir's own sweep would only empty
+    with store.tempdir(PREFIX) as tmp:
         mounted = _mount_tmpfs(Path(tmp), size_hint)
         try:
             root = Path(tmp) / "rootfs"

@@ -24,6 +24,7 @@ from hyperrun import reference as references
 from hyperrun.errors import HyperrunError, ImageNotFound, InvalidImage, UsageError
 from hyperrun.images.disk import build_base_disk
 from hyperrun.images.layers import apply_layers
+from hyperrun.images.limits import SizeBudget
 from hyperrun.images.model import Image, ImageConfig, Layer
 from hyperrun.images.staging import staging_root
 from hyperrun.reference import Reference
@@ -215,7 +216,7 @@ class ImageStore:
                                    hint="remove the image and load it again")
             paths.append((layer.digest, blob))
         dest.mkdir(mode=0o755, exist_ok=True)
-        apply_layers(dest, paths)
+        apply_layers(dest, paths, budget=SizeBudget(image.short_id), where=self.store.root)
 
     def _disk_path(self, image_id: str) -> Path:
         return self.store.disks / f"{image_id.removeprefix('sha256:')}.ext4"

@@ -10,8 +10,6 @@ The image itself (manifest, config, tags) is committed by ImageStore.add_pulled.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import tempfile
 import threading
@@ -19,28 +17,31 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hyperrun import config as config_mod
 from hyperrun import reference as references
 from hyperrun.config import Config
+from hyperrun.digest import Hasher, sha256
 from hyperrun.errors import HyperrunError, InvalidImage, RegistryError, Unauthorized
+from hyperrun.images import manifest as manifests
 from hyperrun.images.compression import LayerDigest, layer_diff_id
+from hyperrun.images.limits import SizeBudget
 from hyperrun.images.load import Loader
+from hyperrun.images.manifest import Descriptor, Index, Manifest, Platform
 from hyperrun.images.model import Image
 from hyperrun.images.store import ImageStore
+from hyperrun.images.validate import parse_config
 from hyperrun.log import log
 from hyperrun.reference import Reference
-from hyperrun.registry import answers, credentials, downloads, manifests
+from hyperrun.registry import answers, credentials, downloads
 from hyperrun.registry.client import Registry
 from hyperrun.registry.downloads import Cancelled, blob_lock
-from hyperrun.registry.manifests import Descriptor, Index, Manifest, Platform
+from hyperrun.registry.manifests import ACCEPT
 from hyperrun.registry.progress import PullProgress
 from hyperrun.store import Store
 
 DOWNLOAD_WORKERS = 3  # docker's max-concurrent-downloads
 BLOB_ATTEMPTS = 3
-MAX_INDEX_DEPTH = 2
 MIRRORED_DOMAIN = references.DEFAULT_DOMAIN  # docker applies mirrors to Docker Hub only
 _MALFORMED = "the registry serves a malformed image; nothing was stored"
 _BAD_DATA = "the registry served corrupt or tampered data; nothing of it was stored"
@@ -106,6 +107,8 @@ class _Puller:
         self.explicit = explicit
         self.what = ref.familiar
         self.cancel = threading.Event()
+        # Every layer's inflated bytes count against one limit for the whole image.
+        self.budget = SizeBudget(self.what)
 
     def run(self) -> PullResult:
         body, top_digest, manifest = self._manifest()
@@ -127,8 +130,8 @@ class _Puller:
     def _manifest(self) -> tuple[bytes, str, Manifest]:
         repo = self.ref.path
         body, ctype = self.reg.manifest(repo, self.ref.digest or self.ref.tag or "latest",
-                                        manifests.ACCEPT, manifests.MAX_MANIFEST_BYTES)
-        top = manifests.sha256(body)
+                                        ACCEPT, manifests.MAX_MANIFEST_BYTES)
+        top = sha256(body)
         if self.ref.digest and top != self.ref.digest:
             raise InvalidImage(f"{self.what}: the registry sent a manifest with digest {top}",
                                hint="the registry or something in between is misbehaving")
@@ -136,10 +139,9 @@ class _Puller:
         depth = 0
         while isinstance(doc, Index):
             depth += 1
-            if depth > MAX_INDEX_DEPTH:
-                raise InvalidImage(f"{self.what}: image indexes nested too deeply", hint=_MALFORMED)
+            manifests.check_depth(depth, self.what)
             desc = manifests.select(doc, self.want, self.what)
-            body, ctype = self.reg.manifest(repo, desc.digest, manifests.ACCEPT,
+            body, ctype = self.reg.manifest(repo, desc.digest, ACCEPT,
                                             manifests.MAX_MANIFEST_BYTES)
             _verify(body, desc, f"{self.what}: manifest {desc.digest[:19]}")
             doc = manifests.parse(body, desc.media_type, self.what)
@@ -161,27 +163,16 @@ class _Puller:
         return bytes(data)
 
     def _check_config(self, data: bytes, manifest: Manifest) -> list[str]:
-        try:
-            config: Any = json.loads(data)
-        except ValueError as exc:
-            raise InvalidImage(f"{self.what}: image config is not JSON: {exc}",
-                               hint=_MALFORMED) from None
-        rootfs = config.get("rootfs") if isinstance(config, dict) else None
-        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-        if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
-            raise InvalidImage(f"{self.what}: image config has no rootfs.diff_ids", hint=_MALFORMED)
-        if len(diff_ids) != len(manifest.layers):
-            raise InvalidImage(f"{self.what}: config lists {len(diff_ids)} layers, "
-                               f"manifest {len(manifest.layers)}", hint=_MALFORMED)
-        got = Platform(str(config.get("os", "")), str(config.get("architecture", "")),
-                       config.get("variant") if isinstance(config.get("variant"), str) else None)
+        # The same checks as a load's (images/validate.py); a non-linux image is refused there.
+        config = parse_config(data, f"{self.what}: image config", len(manifest.layers))
+        diff_ids: list[str] = config["rootfs"]["diff_ids"]
+        variant = config.get("variant")
+        got = Platform(str(config.get("os", ""))[:40], str(config.get("architecture", ""))[:40],
+                       variant[:40] if isinstance(variant, str) else None)
         if not self.want.matches(got):
             if self.explicit:
                 raise InvalidImage(f"{self.what} is for {got}, not the requested {self.want}",
                                    hint="pick another tag or --platform")
-            if got.os != "linux":
-                raise InvalidImage(f"{self.what} is an image for {got.os!r}",
-                                   hint="hyperrun runs linux images")
             log.warning("%s: image platform %s does not match the host's %s",
                         self.what, got, self.want)
         return diff_ids
@@ -248,9 +239,9 @@ class _Puller:
         fd, tmp = tempfile.mkstemp(prefix=downloads.partial_prefix(desc.digest),
                                    dir=self.store.tmp)
         label = f"{self.what}: layer {desc.digest[:19]}"
+        uncompressed = LayerDigest(label, desc.digest, self.budget)
         try:
-            sha = hashlib.sha256()
-            uncompressed = LayerDigest(label, desc.digest)
+            sha = Hasher()
             received = 0
             with os.fdopen(fd, "wb") as out, self.reg.blob(self.ref.path, desc.digest) as resp:
                 length = answers.content_length(resp)
@@ -274,7 +265,7 @@ class _Puller:
                 raise InvalidImage(f"{label} is truncated: {received} of {desc.size} bytes",
                                    hint=_BAD_DATA)
             self.progress.layer(desc.digest, "Verifying Checksum")
-            found = "sha256:" + sha.hexdigest()
+            found = sha.digest()
             if found != desc.digest:
                 raise InvalidImage(f"{label} fails verification: got {found}", hint=_BAD_DATA)
             found_diff_id, size = uncompressed.finish()
@@ -286,6 +277,7 @@ class _Puller:
             os.replace(tmp, dest)
             return size
         except BaseException:
+            self.budget.refund(uncompressed.inflated)  # a retry charges it all again
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
@@ -295,7 +287,7 @@ class _Puller:
 
 
 def _verify(data: bytes, desc: Descriptor, what: str) -> None:
-    found = manifests.sha256(data)
+    found = sha256(data)
     if found != desc.digest or len(data) != desc.size:
         raise InvalidImage(f"{what} fails verification: expected {desc.digest} "
                            f"({desc.size} bytes), got {found} ({len(data)} bytes)",
