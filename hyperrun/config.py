@@ -163,7 +163,8 @@ def _pull(value: Any, label: str) -> PullConfig:
                                f"{label}.retry_after_max", allow_zero=True)
     stall_timeout = _seconds(entry.get("stall_timeout", default.stall_timeout),
                              f"{label}.stall_timeout", allow_zero=False)
-    min_speed = parse_size(entry.get("min_speed", default.min_speed), f"{label}.min_speed")
+    min_speed = parse_size(entry.get("min_speed", default.min_speed), f"{label}.min_speed",
+                           "bytes per second, e.g. 1024 or 100k")
     return PullConfig(retry_after_max, stall_timeout, min_speed)
 
 
@@ -198,12 +199,11 @@ _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE_RE = re.compile(r"([0-9]{1,15})([kmgt]?)(?:i?b)?")
 
 
-def parse_size(value: Any, label: str) -> int:
+def parse_size(value: Any, label: str, what: str = "a size such as 32g or 512m") -> int:
     """A positive byte count: a whole number, or one with a k/m/g/t suffix (`32g`, `1k`)."""
     text = str(value).strip().lower() \
         if not isinstance(value, bool) and isinstance(value, str | int) else ""
     match = _SIZE_RE.fullmatch(text)  # ASCII digits only: `²` is a digit to str.isdigit
     if match is None or int(match.group(1)) <= 0:
-        raise UsageError(f"{label} must be a size such as 32g or 512m, not {str(value)[:40]!r}",
-                         hint=_HINT)
+        raise UsageError(f"{label} must be {what}, not {str(value)[:40]!r}", hint=_HINT)
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]

@@ -93,7 +93,8 @@ def test_images_max_size_in_config_yaml(images: ImageStore, tmp_path: Path,
 
 
 @pytest.mark.parametrize("text", ["images: {max_size: lots}", "images: {max_size: -1}",
-                                  "images: {max_size: true}", "images: {maxsize: 1g}"])
+                                  "images: {max_size: true}", "images: {maxsize: 1g}",
+                                  "images: {max_size: ²g}", "images: {max_size: 1e400}"])
 def test_images_max_size_is_strictly_validated(text: str) -> None:
     import yaml
     with pytest.raises(UsageError, match="images"):
