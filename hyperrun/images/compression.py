@@ -12,7 +12,7 @@ import lzma
 import os
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -163,14 +163,26 @@ def decompress_to(src: IO[bytes], dest: Path, label: str, budget: SizeBudget,
         raise InvalidImage(f"{label} is zstd-compressed", hint="decompress it first (unzstd)")
     else:
         stream = src
+    with open(dest, "wb") as out:
+        return copy_hashed(lambda: _read(stream, label), out, where, budget)
+
+
+def copy_hashed(read: Callable[[], bytes], out: IO[bytes], where: Path | str,
+                budget: SizeBudget | None = None) -> tuple[str, int]:
+    """Copy read()'s chunks to out until it returns b"", hashing them; (digest, size).
+
+    Each chunk is charged to budget (if any) before it is written; running out of space
+    is reported as such, naming where (the store).
+    """
     sha, size = Hasher(), 0
     try:
-        with open(dest, "wb") as out:
-            while chunk := _read(stream, label):
+        while chunk := read():
+            if budget is not None:
                 budget.charge(len(chunk))
-                sha.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
+            sha.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+        out.flush()  # a full disk shows here too, not later at close
     except OSError as exc:
         if is_no_space(exc):
             raise no_space(where) from None

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from hyperrun import reference as references
-from hyperrun.digest import Hasher, sha256
+from hyperrun.digest import sha256
 from hyperrun.errors import InvalidImage, UsageError
 from hyperrun.images import compression
 from hyperrun.images import manifest as documents
 from hyperrun.images.archive import Archive, open_archive
-from hyperrun.images.compression import CHUNK, check_tar, decompress_to
+from hyperrun.images.compression import CHUNK, check_tar, copy_hashed, decompress_to
 from hyperrun.images.limits import SizeBudget, ensure_room, is_no_space, no_space, too_large
 from hyperrun.images.manifest import Descriptor, Index, Platform
 from hyperrun.images.model import MEDIA_OCI_CONFIG, MEDIA_OCI_LAYER, MEDIA_OCI_MANIFEST, Image
@@ -354,23 +354,13 @@ def _stage_blob(src: IO[bytes], directory: Path, label: str, name: str,
                 where: Path) -> tuple[Path, str, int]:
     """Copy src into directory, hashing it on the way; (path, digest, size)."""
     fd, tmp = tempfile.mkstemp(dir=directory)
-    sha = Hasher()
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while True:
-                try:
-                    chunk = src.read(CHUNK)
-                except READ_ERRORS as exc:
-                    raise InvalidImage(f"{label}: cannot read {name[:120]}: "
-                                       f"{first_line(exc)}") from None
-                if not chunk:
-                    break
-                sha.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-    except OSError as exc:
-        if is_no_space(exc):
-            raise no_space(where) from None
-        raise
-    return Path(tmp), sha.digest(), size
+
+    def read() -> bytes:
+        try:
+            return src.read(CHUNK)
+        except READ_ERRORS as exc:
+            raise InvalidImage(f"{label}: cannot read {name[:120]}: {first_line(exc)}") from None
+
+    with os.fdopen(fd, "wb") as out:
+        digest, size = copy_hashed(read, out, where)
+    return Path(tmp), digest, size
