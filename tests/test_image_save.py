@@ -1,4 +1,4 @@
-"""`hyperrun save`: docker-save archives that hyperrun, skopeo (and docker) load back."""
+"""`hyperrun save`: docker-save archives that hyperrun and skopeo (as docker would) read back."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ImageSpec, docker_save_files, hexof, oci_layout_files, write_dir, write_tar
-from test_image_verbs import BASE, TOP, Cli, Result, cli, debugfs, hyperrun, one_error  # noqa: F401
+from verbs import BASE, TOP, Cli, Result, cli_fixture, debugfs, hyperrun, one_error  # noqa: F401
 
 from hyperrun.images import save as save_module
 from hyperrun.images.store import ImageStore
