@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pty
@@ -172,3 +173,20 @@ def test_skopeo_reads_the_archive(cli: Cli, loaded: ImageStore, tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     image = ImageStore(fresh).get(manifest["config"]["digest"])
     assert [la.diff_id for la in image.layers] == [la.diff_id for la in loaded.get("app:1").layers]
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(cli: Cli, loaded: ImageStore, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(save_module.os, "fsync", full)
+    one_error(cli("save", "-o", str(tmp_path / "x.tar"), "app:1"), "No space left")
+    assert sorted(os.listdir(tmp_path)) == ["layout", "store"]
+
+
+def test_device_is_written_in_place(cli: Cli, loaded: ImageStore) -> None:
+    before = os.stat("/dev/null")
+    assert cli("save", "-o", "/dev/null", "app:1").status == 0
+    after = os.stat("/dev/null")
+    assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)

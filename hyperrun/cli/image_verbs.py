@@ -84,6 +84,9 @@ def save(args: argparse.Namespace, store: Store) -> int:
     except BrokenPipeError:
         raise HyperrunError("the reader of standard output went away; the archive is "
                             "incomplete", hint="save with -o FILE instead") from None
+    except OSError as exc:
+        raise HyperrunError(f"cannot write the archive to standard output: "
+                            f"{exc.strerror or exc}", hint="save with -o FILE instead") from None
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from hyperrun import reference as references
 from hyperrun.digest import Hasher
-from hyperrun.errors import ImageNotFound, InvalidImage, UsageError
+from hyperrun.errors import HyperrunError, ImageNotFound, InvalidImage, UsageError
 from hyperrun.images.model import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Image
 from hyperrun.images.store import ImageStore, dump_json
 from hyperrun.reference import Reference
@@ -84,6 +84,11 @@ def save_to_file(images: ImageStore, items: Sequence[SaveItem], path: Path) -> N
     directory = path.parent
     if path.is_dir():
         raise UsageError(f"{path} is a directory", hint="give -o the name of a file to write")
+    if path.exists() and not path.is_file():
+        # /dev/null, a fifo: written in place; renaming over them would replace the node.
+        with open(path, "wb") as out:
+            write_archive(images, items, out)
+        return
     if not directory.is_dir():
         raise UsageError(f"cannot write {path}: {directory} is not a directory",
                          hint="create the directory first")
@@ -100,9 +105,12 @@ def save_to_file(images: ImageStore, items: Sequence[SaveItem], path: Path) -> N
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk, an I/O error: one line, not a traceback
+            raise HyperrunError(f"cannot write {path}: {exc.strerror or exc}",
+                                hint="free some space or write elsewhere with -o") from None
         raise
 
 
