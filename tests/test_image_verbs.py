@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -118,12 +120,23 @@ def test_rmi_after_a_real_pull_leaves_nothing(registry, store: Store, tmp_path: 
     ref = f"{registry.host}/verbs/pulled:v1"
     pulled = hyperrun(store, "pull", "-q", ref)
     assert pulled.returncode == 0, pulled.stderr
-    assert len(ImageStore(store).get(ref).references) == 2  # the tag and the digest
+    image = ImageStore(store).get(ref)
+    assert len(image.references) == 2  # the tag and the digest
+    archive = tmp_path / "pulled.tar"
+    assert hyperrun(store, "save", "-o", str(archive), ref).returncode == 0
     removed = hyperrun(store, "rmi", ref)
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.decode().splitlines()[-1] == f"Deleted: {spec.id}"
     assert hyperrun(store, "images", "-q").stdout == b""
     assert os.listdir(store.blobs) == []
+    # The pulled image (docker media types, gzip layers) comes back from its archive.
+    if shutil.which("skopeo"):
+        inspected = subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"],
+                                   capture_output=True, check=True, text=True).stdout
+        # skopeo names docker-archive layers by their uncompressed digests
+        assert json.loads(inspected)["Layers"] == [la.diff_id for la in image.layers]
+    assert hyperrun(store, "load", "-i", str(archive)).stdout.decode() == f"Loaded image: {ref}\n"
+    assert ImageStore(store).get(ref).id == spec.id
 
 
 # ---- history -------------------------------------------------------------------------------
