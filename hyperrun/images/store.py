@@ -217,14 +217,14 @@ class ImageStore:
             with self.store.lock("disks"):
                 if image_id not in self._read_index()["images"]:
                     with contextlib.suppress(FileNotFoundError):
-                        self.disk_path(image_id).unlink()
+                        self._disk_path(image_id).unlink()
         return actions
 
     # ---- disks ---------------------------------------------------------------------------
 
     def base_disk(self, image: Image) -> Path:
         """The read-only ext4 base disk of image, built on first use and cached."""
-        path = self.disk_path(image.id)
+        path = self._disk_path(image.id)
         if path.exists():
             return path
         with self.store.lock("disks"):
@@ -247,7 +247,7 @@ class ImageStore:
         dest.mkdir(mode=0o755, exist_ok=True)
         apply_layers(dest, paths, budget=SizeBudget(image.short_id), where=self.store.root)
 
-    def disk_path(self, image_id: str) -> Path:
+    def _disk_path(self, image_id: str) -> Path:
         return self.store.disks / f"{image_id.removeprefix('sha256:')}.ext4"
 
     # ---- the index -----------------------------------------------------------------------
@@ -341,7 +341,10 @@ def _orphaned_digest_refs(removed: str, refs: Sequence[str]) -> builtins.list[st
     A pull records `repo:tag` and `repo@sha256:...`; untagging the last tag of repo
     would otherwise leave the image behind as `<none>` under its digest.
     """
-    name = references.parse(removed, default_tag=False).name
+    ref = references.parse(removed, default_tag=False)
+    if ref.tag is None:  # a digest reference removed on its own takes nothing along
+        return []
+    name = ref.name
     parsed = [(r, references.parse(r, default_tag=False)) for r in refs if r != removed]
     if any(p.tag and p.name == name for _, p in parsed):
         return []
