@@ -120,7 +120,8 @@ def _confirm(warning: str, force: bool, what: str) -> None:
     sys.stdout.flush()
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
-        raise Cancelled(f"{what} cancelled; nothing was removed")
+        raise Cancelled(f"{what} cancelled; nothing was removed",
+                        hint="answer y to go ahead, or pass -f")
 
 
 def _images_report(actions: tuple[tuple[str, str], ...]) -> str:
