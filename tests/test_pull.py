@@ -339,7 +339,7 @@ def test_long_retry_after_fails_at_once(cli: Cli, slow_server: SlowServer) -> No
 @pytest.mark.parametrize(("text", "words"), [
     ("pull: {stall_timeout: 0}", "stall_timeout must be a number of seconds"),
     ("pull: {retry_after_max: forever}", "retry_after_max must be a number of seconds"),
-    ("pull: {min_speed: fast}", "min_speed must be bytes per second"),
+    ("pull: {min_speed: fast}", "pull.min_speed must be bytes per second"),
     ("pull: {timeout: 3}", "unknown setting 'timeout'"),
     ("registries: {x: {token_realms: auth.example.com}}", "token_realms must be a list"),
 ])

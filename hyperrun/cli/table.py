@@ -32,14 +32,17 @@ def humanize_duration(seconds: float) -> str:
     return f"{seconds // (365 * 86400)} years"
 
 
-def human_size(size: float) -> str:
-    """docker's HumanSizeWithPrecision(size, 3): decimal units, e.g. `4.26MB`."""
+def human_size(size: float, precision: int = 3) -> str:
+    """docker's HumanSizeWithPrecision(size, precision): decimal units, e.g. `4.26MB`.
+
+    Tables use 3 digits; docker's HumanSize (prune totals, `system df`) uses 4.
+    """
     units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
     i = 0
     while size >= 1000 and i < len(units) - 1:
         size /= 1000
         i += 1
-    return f"{size:.3g}{units[i]}"
+    return f"{size:.{precision}g}{units[i]}"
 
 
 def format_table(rows: Sequence[Sequence[str]]) -> str:

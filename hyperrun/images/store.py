@@ -49,6 +49,7 @@ class StagedImage:
     blobs: frozenset[str]  # manifest, config and layers
     size: int  # uncompressed, as docker reports it
     tags: tuple[Reference, ...]
+    layer_sizes: tuple[int, ...] = ()  # uncompressed, in manifest order (`history` shows them)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Staged:
             blobs=frozenset([manifest_digest, config, *layers]),
             size=sum(self.uncompressed[d] for d in layers),
             tags=tags,
+            layer_sizes=tuple(self.uncompressed[d] for d in layers),
         ))
 
 
@@ -130,6 +132,33 @@ class ImageStore:
             raise parse_error
         return None
 
+    def tag(self, source: str, target: str) -> Image:
+        """Point the tag target (NAME[:TAG]) at the image source names, as `docker tag`.
+
+        A tag that named another image moves; that image keeps its blobs even if it is
+        left untagged (docker shows it as <none>, and `image prune` removes it).
+        """
+        ref = references.parse_tag(target)
+        with self.store.lock():
+            index = self._read_index()
+            image_id = self._lookup(source, index)
+            if image_id is None:
+                raise ImageNotFound(source)
+            index["references"][str(ref)] = image_id
+            self._write_index(index)
+            return self.image_from_index(image_id, index)
+
+    def blobs_by_image(self) -> dict[str, set[str]]:
+        """image id -> the blobs it needs, for every image (consistent under store.lock())."""
+        index = self._read_index()
+        return {image_id: self._image_blobs(image_id, index) for image_id in index["images"]}
+
+    def layer_sizes(self, image_id: str) -> builtins.list[int] | None:
+        """The uncompressed size of each layer of image_id, if the index recorded them."""
+        entry = self._read_index()["images"].get(image_id, {})
+        sizes = entry.get("layer_sizes")
+        return sizes if isinstance(sizes, list) else None
+
     # ---- removal -------------------------------------------------------------------------
 
     def remove(
@@ -152,7 +181,7 @@ class ImageStore:
             refs = sorted(r for r, i in index["references"].items() if i == image_id)
             named = _normal(text)
             if named in refs:
-                drop = [named]
+                drop = [named, *_orphaned_digest_refs(named, refs)]
             else:
                 repos = {references.parse(r, default_tag=False).name for r in refs}
                 if len(repos) > 1 and not force:
@@ -237,7 +266,8 @@ class ImageStore:
                     os.chmod(staged.blobs[digest], 0o644)
                     os.replace(staged.blobs[digest], dest)
             for image in new.values():
-                index["images"][image.id] = {"manifest": image.manifest, "size": image.size}
+                index["images"][image.id] = {"manifest": image.manifest, "size": image.size,
+                                             "layer_sizes": list(image.layer_sizes)}
             for image in staged.images:
                 for tag in image.tags:
                     index["references"][str(tag)] = image.id
@@ -303,6 +333,22 @@ class ImageStore:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+
+def _orphaned_digest_refs(removed: str, refs: Sequence[str]) -> builtins.list[str]:
+    """repo@digest references that go with repo's last tag, as docker's rmi drops them.
+
+    A pull records `repo:tag` and `repo@sha256:...`; untagging the last tag of repo
+    would otherwise leave the image behind as `<none>` under its digest.
+    """
+    ref = references.parse(removed, default_tag=False)
+    if ref.tag is None:  # a digest reference removed on its own takes nothing along
+        return []
+    name = ref.name
+    parsed = [(r, references.parse(r, default_tag=False)) for r in refs if r != removed]
+    if any(p.tag and p.name == name for _, p in parsed):
+        return []
+    return [r for r, p in parsed if p.digest and not p.tag and p.name == name]
 
 
 def _normal(text: str) -> str:
