@@ -1,4 +1,4 @@
-"""Bad input: one line with a hint, exit status 125 (usage errors too, as docker), never a traceback.
+"""Bad input: one line with a hint, exit status 125 (usage errors too), never a traceback.
 
 No test here boots a VM: each uses a plain store with a tiny image and stand-in boot
 files, so every error must come before anything is booted.
