@@ -58,8 +58,7 @@ def make(root: Path, name: str | None = None, *, exit_status: int | None = None,
          command: tuple[str, ...] = ("echo", "hi"), **settings: object) -> records.Container:
     """A container record as `run` leaves it; exited with exit_status if given."""
     store = Store(root)
-    s = records.Settings(**{"cmd": command, "cpus": 2, "memory_mib": 256,  # type: ignore[arg-type]
-                            **settings})
+    s = records.Settings(**{"cmd": command, "cpus": 2, "memory_mib": 256, **settings})
     c = records.create(store, records.new_id(), name, image, image_id, command, False,
                        settings=s)
     if exit_status is not None:

@@ -113,6 +113,8 @@ def test_format_templates(root: Path) -> None:
     assert json.loads(out) == inspect(root, "busybox")[0]
     out = ok(hyperrun(root, "inspect", "-f", "{{.NoSuchField}}|{{ .Name -}}  |", "web"))
     assert out == "<no value>|/web|\n"  # as Go prints a key the object lacks
+    one_line_error(hyperrun(root, "inspect", "-f", "{{.Name.First}}", "web"), 125,
+                   ".Name is not an object")
 
 
 @pytest.mark.parametrize("template", ["{{.Name | upper}}", "{{range .Args}}x{{end}}", "{{",

@@ -114,6 +114,7 @@ def test_format_templates(root: Path) -> None:
     assert out == f"{c.id[:12]}: a (2 CPUs, 256MiB)\n"
     table = ok(hyperrun(root, "ps", "-a", "--format", r"table {{.Names}}\t{{.State}}"))
     assert [line.split() for line in table.splitlines()] == [["NAMES", "STATE"], ["a", "exited"]]
+    assert ok(hyperrun(root, "ps", "-a", "--format", "table")) == ok(hyperrun(root, "ps", "-a"))
     one_line_error(hyperrun(root, "ps", "-a", "--format", "{{.Nmes}}"), 125, ".Nmes")
     one_line_error(hyperrun(root, "ps", "-a", "--format", "{{.Names | upper}}"), 125,
                    "unsupported")

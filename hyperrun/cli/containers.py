@@ -162,19 +162,20 @@ def ps(args: argparse.Namespace, store: Store) -> int:
     # As docker: only running containers unless -a, or unless a status filter asks.
     if not args.all and "status" not in filters:
         listed = [s for s in listed if s.state is State.UP]
-    listed = [s for s in listed if _keep(filters, store)(s)]
+    keep = _keep(filters, store)
+    listed = [s for s in listed if keep(s)]
     if args.quiet:
         for s in listed:
             print(s.container.id if args.no_trunc else s.container.id[:12])
         return 0
     now = time.time()
     rows = [_row(s, now, trunc=not args.no_trunc) for s in listed]
-    if args.format:
+    if args.format and args.format.strip() != "table":  # bare `table` is the default
         print_rows(rows, args.format, PS_HEADERS)
         return 0
     columns = ("ID", "Image", "Command", "RunningFor", "Status", "Names")
     table = [tuple(PS_HEADERS[k] for k in columns)]
-    table += [tuple(log.escape(row[k]) for k in columns) for row in rows]
+    table += [tuple(log.escape(row[k], 1 << 20) for k in columns) for row in rows]
     sys.stdout.write(format_table(table))
     return 0
 

@@ -101,7 +101,7 @@ def _lookup(data: Any, path: tuple[str, ...], strict: bool) -> Any:
         where = "." + ".".join(path[:i + 1])
         if not isinstance(value, Mapping):
             raise UsageError(f"template: cannot take {where}: "
-                             f".{'.'.join(path[:i]) or ''} is not an object",
+                             f"{'.' + '.'.join(path[:i])} is not an object",
                              hint="check the field path against the JSON output")
         if name not in value:
             if strict:

@@ -96,7 +96,7 @@ def images(args: argparse.Namespace, store: Store) -> int:
             print(image.id if args.no_trunc else image.short_id)
         return 0
     now = time.time()
-    if args.format:
+    if args.format and args.format.strip() != "table":  # bare `table` is the default
         print_images(rows, args.format, now, args.no_trunc)
         return 0
     table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
