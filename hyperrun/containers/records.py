@@ -32,7 +32,8 @@ RECORD_MODE = 0o600  # the command line may carry secrets
 class Settings:
     """What the container was started with, fixed for its life (`inspect` shows it).
 
-    Records written before these were kept load with the defaults: empty, 0 or "".
+    A record written before a field existed loads with its default ((), "", 0, False).
+    The environment is kept too, as docker keeps it: records are root's alone (0600).
     """
 
     entrypoint: tuple[str, ...] = ()  # as the process got them: image config + command line
@@ -201,13 +202,13 @@ def create(store: Store, cid: str, name: str | None, image: str, image_id: str,
     return c
 
 
-def _update(store: Store, c: Container, **changes: object) -> Container:
+def _update(store: Store, c: Container, **changes: Any) -> Container:
     """Apply changes to c's current record (never to a stale copy), if it still exists."""
     with store.lock("containers"):
         current = _current(store, c)
         if current is None:  # removed meanwhile (`rm -f` of a live one)
-            return replace(c, **changes)  # type: ignore[arg-type]
-        done = replace(current, **changes)  # type: ignore[arg-type]
+            return replace(c, **changes)
+        done = replace(current, **changes)
         with contextlib.suppress(OSError):
             _save(store, done)
     return done
