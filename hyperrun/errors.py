@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 # Exit statuses follow docker's conventions (see docs/protocol.md).
+EXIT_FAILURE = 1  # a query found nothing (`inspect` of a missing object), as docker's
 EXIT_HYPERRUN = 125  # hyperrun failed before the container's process started
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
-EXIT_USAGE = 2  # bad command line, as argparse does
+EXIT_USAGE = 125  # bad command line (unknown flag, missing argument), as docker's
 
 
 class HyperrunError(Exception):
@@ -82,6 +83,19 @@ class BootFailed(HyperrunError):
 class ContainerNotFound(HyperrunError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"no such container: {ref}", hint="see `hyperrun ps -a`")
+        self.ref = ref
+
+
+class NoSuchObject(HyperrunError):
+    """`inspect` of a name that is no container (or image); exits 1, as docker's does."""
+
+    status = EXIT_FAILURE
+
+    def __init__(self, ref: str, kind: str | None = None) -> None:
+        what = kind or "object"
+        hint = {"container": "see `hyperrun ps -a`", "image": "see `hyperrun images`"}.get(
+            what, "see `hyperrun ps -a` and `hyperrun images`")
+        super().__init__(f"Error: No such {what}: {ref}", hint=hint)
         self.ref = ref
 
 

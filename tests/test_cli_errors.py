@@ -1,4 +1,4 @@
-"""Bad input: one line with a hint, exit status 125 (2 for usage), never a traceback.
+"""Bad input: one line with a hint, exit status 125 (usage errors too), never a traceback.
 
 No test here boots a VM: each uses a plain store with a tiny image and stand-in boot
 files, so every error must come before anything is booted.
@@ -120,7 +120,7 @@ def test_kernel_missing_says_run_setup(root: Path, tmp_path: Path) -> None:
 
 
 def test_unknown_option_is_usage_error(root: Path) -> None:
-    _one_line_error(_hyperrun(root, "frobnicate"), 2)
+    _one_line_error(_hyperrun(root, "frobnicate"), 125)
 
 
 def test_bad_env_entry(root: Path) -> None:

@@ -150,7 +150,7 @@ def test_writes_do_not_leak_between_containers(vm) -> None:
     assert [p.stat().st_mtime_ns for p in base_disks] == before
     # The first container keeps its own writable layer until it is removed.
     listed = _out(vm.hyperrun("ps", "-a"))
-    assert re.search(r"busybox .* Exited \(0\) +writer\n", listed), listed
+    assert re.search(r"busybox .* Exited \(0\) .* ago +writer\n", listed), listed
     in_use = vm.hyperrun("rmi", "busybox")
     assert in_use.returncode == 125 and b"being used by container" in in_use.stderr
     assert _out(vm.hyperrun("rm", "writer")) == "writer\n"
@@ -162,7 +162,7 @@ def test_duplicate_name_is_refused(vm) -> None:
     # A process that never started still ends the container: it shows as exited, not
     # "Created" for ever.
     assert vm.hyperrun("run", "--name", "twice", "busybox", "no-such-command").returncode == 127
-    assert re.search(r"Exited \(127\) +twice\n", _out(vm.hyperrun("ps", "-a")))
+    assert re.search(r"Exited \(127\) .* ago +twice\n", _out(vm.hyperrun("ps", "-a")))
     proc = vm.hyperrun("run", "--name", "twice", "busybox", "true")
     assert proc.returncode == 125 and b"already in use" in proc.stderr
     assert vm.hyperrun("rm", "twice").returncode == 0

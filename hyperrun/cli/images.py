@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hyperrun import log
 from hyperrun import reference as references
+from hyperrun.cli.image_format import print_images
 from hyperrun.cli.table import format_table, human_size, humanize_duration
 from hyperrun.containers import records as state
 from hyperrun.errors import HyperrunError, UsageError
@@ -39,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="only images of this repository (and tag)")
     p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
     p.add_argument("--no-trunc", action="store_true", help="show full image IDs")
+    p.add_argument("--format", metavar="FORMAT",
+                   help="json (one object a line), or a template such as '{{.ID}}'")
     p.set_defaults(func=images)
 
     p = subparsers.add_parser("rmi", help="remove one or more images")
@@ -93,6 +96,9 @@ def images(args: argparse.Namespace, store: Store) -> int:
             print(image.id if args.no_trunc else image.short_id)
         return 0
     now = time.time()
+    if args.format and args.format.strip() != "table":  # bare `table` is the default
+        print_images(rows, args.format, now, args.no_trunc)
+        return 0
     table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
     table += [(repo, tag, image.id if args.no_trunc else image.short_id, _created(image, now),
                human_size(image.size)) for repo, tag, image in rows]

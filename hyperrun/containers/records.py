@@ -14,7 +14,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from hyperrun.containers import names
 from hyperrun.errors import ContainerNotFound, UsageError
 from hyperrun.spec import DomainOwner
 from hyperrun.store import Store, atomic_write, process_alive, remove_path
@@ -24,6 +26,35 @@ NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 NAME_HINT = ("use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter "
              "or a digit")
 RECORD_MODE = 0o600  # the command line may carry secrets
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the container was started with, fixed for its life (`inspect` shows it).
+
+    A record written before a field existed loads with its default ((), "", 0, False).
+    The environment is kept too, as docker keeps it: records are root's alone (0600).
+    """
+
+    entrypoint: tuple[str, ...] = ()  # as the process got them: image config + command line
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    workdir: str = ""
+    user: str = ""
+    hostname: str = ""
+    tty: bool = False
+    open_stdin: bool = False
+    cpus: int = 0
+    memory_mib: int = 0
+    uri: str = ""  # the libvirt connection its VM ran under
+    accel: str = ""
+    kernel: str = ""
+    initrd: str = ""
+    base_disk: str = ""
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return (*self.entrypoint, *self.cmd)
 
 
 @dataclass(frozen=True)
@@ -40,6 +71,14 @@ class Container:
     domain: str = ""  # libvirt domain name, for people; hyperrun goes by domain_uuid
     domain_uuid: str = ""
     error: str = ""  # why it ended, when hyperrun rather than its process decided
+    started: float = 0.0  # when its VM was started; 0 if it never was (or not recorded)
+    finished: float = 0.0  # when its end was recorded
+    settings: Settings = Settings()
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The process's argv; records older than Settings only have the command line."""
+        return self.settings.args or self.command
 
 
 @dataclass(frozen=True)
@@ -84,14 +123,31 @@ def new_id() -> str:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Container)}
+_SETTINGS = {f.name for f in dataclasses.fields(Settings)}
+
+
+def _load(record: Path) -> Container:
+    data = json.loads(record.read_text())
+    known = {k: v for k, v in data.items() if k in _FIELDS}  # records of other versions
+    settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                for k, v in (data.get("settings") or {}).items()
+                                if k in _SETTINGS}
+    known["settings"] = Settings(**settings)
+    return Container(**{**known, "command": tuple(data["command"])})
 
 
 def all_containers(store: Store) -> Iterator[Container]:
     for record in sorted(store.containers.glob("*/state.json")):
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            data = json.loads(record.read_text())
-            known = {k: v for k, v in data.items() if k in _FIELDS}  # records of other versions
-            yield Container(**{**known, "command": tuple(data["command"])})
+            yield _load(record)
+
+
+def _current(store: Store, c: Container) -> Container | None:
+    """c as its record says now (another command may have renamed it), None if removed."""
+    try:
+        return _load(paths(store, c.id).record)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _save(store: Store, c: Container) -> None:
@@ -125,33 +181,62 @@ def _sweep(store: Store) -> None:
 
 
 def create(store: Store, cid: str, name: str | None, image: str, image_id: str,
-           command: tuple[str, ...], remove: bool) -> Container:
-    """Reserve a unique name and make the container's directory and record."""
+           command: tuple[str, ...], remove: bool,
+           settings: Settings | None = None) -> Container:
+    """Reserve a unique name (a generated one without --name), make the directory and record."""
     if name is not None:
         validate_name(name)
     domain = f"hyperrun-{store.identity()}-{cid[:12]}"
     with store.lock("containers"):
         _sweep(store)
-        if name and any(c.name == name for c in all_containers(store)):
+        taken = {c.name for c in all_containers(store)}
+        if name and name in taken:
             raise UsageError(f"container name {name!r} is already in use",
                              hint="choose another --name or `hyperrun rm` the old container")
         # 0711: QEMU must reach the overlay by its path, but nobody may list the directory.
         paths(store, cid).dir.mkdir(mode=0o711, parents=True)
-        c = Container(cid, name or cid[:12], image, image_id, command, time.time(),
-                      remove=remove, owner_pid=os.getpid(), domain=domain,
-                      domain_uuid=str(uuid.uuid4()))
+        c = Container(cid, name or names.generate(taken), image, image_id, command,
+                      time.time(), remove=remove, owner_pid=os.getpid(), domain=domain,
+                      domain_uuid=str(uuid.uuid4()), settings=settings or Settings())
         _save(store, c)
     return c
 
 
+def _update(store: Store, c: Container, **changes: Any) -> Container:
+    """Apply changes to c's current record (never to a stale copy), if it still exists."""
+    with store.lock("containers"):
+        current = _current(store, c)
+        if current is None:  # removed meanwhile (`rm -f` of a live one)
+            return replace(c, **changes)
+        done = replace(current, **changes)
+        with contextlib.suppress(OSError):
+            _save(store, done)
+    return done
+
+
+def record_start(store: Store, c: Container) -> Container:
+    return _update(store, c, started=time.time())
+
+
 def record_exit(store: Store, c: Container, status: int, error: str = "") -> Container:
     """Record how c ended, unless it has been removed meanwhile (`rm -f` of a live one)."""
-    done = replace(c, exit_status=status, error=error)
+    return _update(store, c, exit_status=status, error=error, finished=time.time())
+
+
+def rename(store: Store, ref: str, new: str) -> Container:
+    """Give a container a new name, as `docker rename` does; its VM keeps its domain name."""
+    validate_name(new)
     with store.lock("containers"):
-        if paths(store, c.id).record.exists():
-            with contextlib.suppress(OSError):
-                _save(store, done)
-    return done
+        c = find(store, ref)
+        if new == c.name:
+            raise UsageError(f"container {c.name} is already named {new!r}",
+                             hint="give a different new name")
+        if any(other.name == new for other in all_containers(store)):
+            raise UsageError(f"container name {new!r} is already in use",
+                             hint="choose another name or `hyperrun rm` the old container")
+        renamed = replace(c, name=new)
+        _save(store, renamed)
+    return renamed
 
 
 def find(store: Store, ref: str) -> Container:

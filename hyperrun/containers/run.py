@@ -82,15 +82,18 @@ def merge_env(base: tuple[str, ...], overrides: tuple[str, ...]) -> tuple[str, .
     return tuple(merged.values())
 
 
-def process_spec(config: ImageConfig, run: RunSpec, hostname: str) -> ProcessSpec:
-    """Combine the image config with the command line exactly as docker does."""
+def entrypoint_and_cmd(config: ImageConfig,
+                       run: RunSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The entrypoint and command the process gets, from the image and the command line."""
     if run.entrypoint is not None:
         # An explicit --entrypoint also drops the image's Cmd; "" clears the entrypoint.
-        entrypoint = run.entrypoint
-        cmd = run.command
-    else:
-        entrypoint = tuple(config.entrypoint or ())
-        cmd = run.command or tuple(config.cmd or ())
+        return run.entrypoint, run.command
+    return tuple(config.entrypoint or ()), run.command or tuple(config.cmd or ())
+
+
+def process_spec(config: ImageConfig, run: RunSpec, hostname: str) -> ProcessSpec:
+    """Combine the image config with the command line exactly as docker does."""
+    entrypoint, cmd = entrypoint_and_cmd(config, run)
     args = (*entrypoint, *cmd)
     if not args:
         raise UsageError("no command specified", hint="give a command after the image name")
@@ -182,8 +185,15 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
         base = images.base_disk(image)
         share_with_qemu(base, hypervisor.qemu_ids(conn, accel))
         with _Cleanup(store, uri, remove=run.remove) as job:
+            entrypoint, cmd = entrypoint_and_cmd(image.config, run)
+            settings = state.Settings(
+                entrypoint=entrypoint, cmd=cmd, env=process.env, workdir=process.cwd,
+                user=process.user, hostname=hostname, tty=run.tty, open_stdin=run.interactive,
+                cpus=run.cpus, memory_mib=run.memory_mib, uri=uri, accel=accel.value,
+                kernel=str(assets.kernel), initrd=str(assets.initrd), base_disk=str(base))
             container = job.container = state.create(
-                store, cid, run.name, run.image, image.id, run.command, remove=run.remove)
+                store, cid, run.name, run.image, image.id, run.command, remove=run.remove,
+                settings=settings)
             files = state.paths(store, container.id)
             create_overlay(base, files.overlay)
             # virtlogd appends to an existing file and keeps its mode: root's alone.
@@ -269,6 +279,8 @@ class _Cleanup:
 
     def started(self) -> None:
         self.vm_started = True
+        if self.container is not None:  # inspect's StartedAt, ps's "Up N minutes"
+            self.container = state.record_start(self.store, self.container)
 
     def __enter__(self) -> _Cleanup:
         return self
