@@ -363,3 +363,16 @@ def test_long_hostile_entry_name_is_shortened(tmp_path: Path) -> None:
     with pytest.raises(HostileLayer) as err:
         build(images, rootfs)
     assert len(err.value.message) < 400
+
+
+def test_stdin_load_is_bounded_by_the_image_size_limit(tmp_path: Path) -> None:
+    """`hyperrun load < /dev/zero` stops at the image size limit with one line."""
+    root = tmp_path / "store"
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.run([sys.executable, "-m", "hyperrun", "load"], cwd=REPO,
+                              stdin=zero, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "HYPERRUN_ROOT": str(root),
+                                   "HYPERRUN_MAX_IMAGE_SIZE": "8m"})
+    assert proc.returncode == 125
+    assert proc.stderr.count("\n") == 1 and "larger than the 8 MiB limit" in proc.stderr
+    assert leftovers(Store(root)) == []

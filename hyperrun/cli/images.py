@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -15,6 +14,8 @@ from hyperrun.cli.image_format import print_images
 from hyperrun.cli.table import format_table, human_size, humanize_duration
 from hyperrun.containers import records as state
 from hyperrun.errors import HyperrunError, UsageError
+from hyperrun.images.compression import CHUNK, copy_hashed
+from hyperrun.images.limits import SizeBudget
 from hyperrun.images.load import Loader
 from hyperrun.images.model import Image
 from hyperrun.images.store import ImageStore, parse_created
@@ -60,9 +61,7 @@ def load(args: argparse.Namespace, store: Store) -> int:
             raise UsageError("requested load from stdin, but stdin is empty",
                              hint="pass -i FILE or pipe an archive in")
         with store.tempdir("stdin-") as tmp:
-            path = Path(tmp) / "archive"
-            with open(path, "wb") as out:
-                shutil.copyfileobj(sys.stdin.buffer, out)
+            path = _stdin_to(Path(tmp) / "archive", store)
             loaded = Loader(image_store).load(path)
     # Like docker, -q only silences progress (hyperrun has none); the result is still shown.
     for item in loaded:
@@ -74,13 +73,19 @@ def load(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def _stdin_to(path: Path, store: Store) -> Path:
+    """Copy standard input to path: no larger than an image may be, and a full disk said so."""
+    with open(path, "wb") as out:
+        copy_hashed(lambda: sys.stdin.buffer.read(CHUNK), out, store.root,
+                    SizeBudget("on standard input"))
+    return path
+
+
 def import_(args: argparse.Namespace, store: Store) -> int:
     image_store = ImageStore(store)
     if str(args.rootfs) == "-":
         with store.tempdir("stdin-") as tmp:
-            path = Path(tmp) / "rootfs.tar"
-            with open(path, "wb") as out:
-                shutil.copyfileobj(sys.stdin.buffer, out)
+            path = _stdin_to(Path(tmp) / "rootfs.tar", store)
             loaded = Loader(image_store).import_rootfs(path, args.name)
     else:
         loaded = Loader(image_store).import_rootfs(args.rootfs, args.name)
