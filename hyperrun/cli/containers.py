@@ -191,7 +191,7 @@ def rm(args: argparse.Namespace, store: Store) -> int:
         for ref in args.containers:
             try:
                 _remove_one(conn, store, ref, args.force)
-                print(ref)
+                print(log.escape(ref))
             except HyperrunError as exc:
                 if failure is not None:
                     log.error(failure.message, failure.hint)
