@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from hyperrun import capabilities
+
 
 class Accel(enum.StrEnum):
     AUTO = "auto"
@@ -39,6 +41,8 @@ class ProcessSpec:
     user: str = ""
     tty: bool = False
     stdin: bool = False
+    # Capability names (hyperrun.capabilities); None: every one the guest kernel has.
+    capabilities: frozenset[str] | None = capabilities.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class RunSpec:
     kernel: Path | None = None
     pull: PullPolicy = PullPolicy.MISSING
     quiet: bool = False  # no pull progress
+    # --privileged, --cap-add and --cap-drop resolved by docker's rules; None: all of them.
+    capabilities: frozenset[str] | None = capabilities.DEFAULT
 
 
 @dataclass(frozen=True)

@@ -552,6 +552,73 @@ static void test_exec_refused(void)
 	}
 }
 
+/* `caps`: all, none, or capability numbers; missing or empty means all. */
+static void test_exec_caps(void)
+{
+	static const struct {
+		const char *value; /* NULL: no caps record */
+		bool ok, all;
+		uint64_t set;
+	} cases[] = {
+		{ NULL, true, true, UINT64_MAX },
+		{ "", true, true, UINT64_MAX },
+		{ "all", true, true, UINT64_MAX },
+		{ "none", true, false, 0 },
+		{ "0", true, false, 1 },
+		{ "0,1,3,4,5,6,7,8,10,13,18,27,29,31", true, false, 0xa80425fb },
+		{ "21,63", true, false, (UINT64_C(1) << 21) | (UINT64_C(1) << 63) },
+		{ "5,5", true, false, 1 << 5 },
+		{ "64", false, false, 0 },
+		{ "1000", false, false, 0 },
+		{ "-1", false, false, 0 },
+		{ "+1", false, false, 0 },
+		{ " 1", false, false, 0 },
+		{ "0x1", false, false, 0 },
+		{ "1,,2", false, false, 0 },
+		{ ",1", false, false, 0 },
+		{ "1,", false, false, 0 },
+		{ "all,1", false, false, 0 },
+		{ "ALL", false, false, 0 },
+		{ "CAP_CHOWN", false, false, 0 },
+		{ "none,0", false, false, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct payload p = { 0 };
+		struct exec_req r;
+		struct msg m;
+		char err[512] = "";
+
+		pl_add(&p, "id=3");
+		pl_add(&p, "arg=true");
+		if (cases[i].value)
+			pl_add(&p, "caps=%s", cases[i].value);
+		decode(&m, MSG_EXEC, &p);
+		bool ok = decode_exec(&m, &r, err, sizeof err);
+		const char *v = cases[i].value ? cases[i].value : "(none)";
+		CHECK(ok == cases[i].ok, "%s: %s", v, err);
+		if (ok)
+			CHECK(r.all_caps == cases[i].all && r.caps == cases[i].set, "%s: %d %llx", v,
+			      r.all_caps, (unsigned long long)r.caps);
+		else
+			CHECK(contains(err, "EXEC with malformed caps") && r.id == 3, "%s: %s", v, err);
+		exec_req_free(&r);
+		msg_free(&m);
+		pl_free(&p);
+	}
+
+	/* Like every scalar, it may appear only once. */
+	struct payload p = { 0 };
+	struct exec_req r;
+	char err[512] = "";
+	pl_add(&p, "id=3");
+	pl_add(&p, "arg=true");
+	pl_add(&p, "caps=1");
+	pl_add(&p, "caps=2");
+	CHECK(!exec_of(&p, &r, err, sizeof err) && contains(err, "more than one caps"), "%s", err);
+	pl_free(&p);
+}
+
 static void test_exec_limits(void)
 {
 	struct payload p = { 0 };
@@ -1125,6 +1192,7 @@ static const struct {
 	T(numbers),
 	T(exec_valid),
 	T(exec_refused),
+	T(exec_caps),
 	T(exec_limits),
 	T(container_requests),
 	T(winsize_signal_requests),

@@ -98,6 +98,16 @@ def test_invalid_hostname(root: Path, hostname: str) -> None:
     assert _nothing_created(root)
 
 
+@pytest.mark.parametrize("flags", [("--cap-add", "SYS_ADMN"), ("--cap-drop", "CAP_NOPE"),
+                                   ("--cap-add", ""), ("--cap-add", "CAP_ALL"),
+                                   ("--privileged", "--cap-drop", "bogus")])
+def test_unknown_capability(root: Path, flags: tuple[str, ...]) -> None:
+    # Before anything boots (the boot files here are stand-ins), also with --privileged.
+    _one_line_error(_hyperrun(root, "run", *flags, "busybox", "true"), 125,
+                    "unknown capability", "ALL")
+    assert _nothing_created(root)
+
+
 def test_kvm_requested_where_unavailable(root: Path) -> None:
     if accel.kvm_problem() is None:
         pytest.skip("this host has usable hardware virtualisation")

@@ -9,7 +9,7 @@ import stat
 import sys
 from pathlib import Path
 
-from hyperrun import config
+from hyperrun import capabilities, config
 from hyperrun.cli.terminal import UserTerminal
 from hyperrun.containers import run as container
 from hyperrun.containers.records import validate_name
@@ -36,6 +36,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("-u", "--user", help="user[:group] or uid[:gid]")
     p.add_argument("--entrypoint", help="override the image's entrypoint")
     p.add_argument("--hostname", help="the container's host name")
+    p.add_argument("--privileged", action="store_true",
+                   help="give the container every capability")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="add a capability to docker's default set (or ALL)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="drop a capability from docker's default set (or ALL)")
     p.add_argument("--cpus", help="virtual CPUs (default: run.cpus in config.yaml, else 1)")
     p.add_argument("--memory", "-m",
                    help="guest RAM, the memory limit (default: run.memory in config.yaml, "
@@ -151,6 +157,8 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         kernel=args.kernel,
         pull=PullPolicy(args.pull),
         quiet=args.quiet,
+        capabilities=capabilities.resolve(privileged=args.privileged,
+                                          add=tuple(args.cap_add), drop=tuple(args.cap_drop)),
     )
 
 

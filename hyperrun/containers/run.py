@@ -111,6 +111,7 @@ def process_spec(config: ImageConfig, run: RunSpec, hostname: str) -> ProcessSpe
         user=run.user if run.user is not None else (config.user or ""),
         tty=run.tty,
         stdin=run.interactive,
+        capabilities=run.capabilities,
     )
 
 

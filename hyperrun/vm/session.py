@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from hyperrun import capabilities
 from hyperrun.errors import ContainerError, GuestGone, ProtocolError
 from hyperrun.log import log
 from hyperrun.spec import ProcessSpec, WinSize
@@ -185,7 +186,8 @@ class GuestSession:
         fields += [("arg", a) for a in spec.args]
         fields += [("env", e) for e in spec.env]
         fields += [("cwd", spec.cwd), ("user", spec.user), ("tty", int(spec.tty)),
-                   ("stdin", int(spec.stdin)), ("main", int(main))]
+                   ("stdin", int(spec.stdin)), ("main", int(main)),
+                   ("caps", capabilities.wire(spec.capabilities))]
         if size is not None:
             fields += [("rows", size.rows), ("cols", size.cols)]
         try:

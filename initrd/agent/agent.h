@@ -16,6 +16,8 @@
  *   request.c    control messages into validated requests
  *   users.c      user/group resolution from the container's /etc/passwd, /etc/group
  *   exec.c       the child's set-up, spawning a process
+ *   ns.c         the container's PID, mount, IPC and UTS namespaces
+ *   caps.c       the `caps` of EXEC; bounding, permitted and effective sets
  *   container.c  CONTAINER: mounting and preparing the container root
  *   proc.c       the process table, stdio pumping, EXEC, WINSIZE, SIGNAL
  *   main.c       start-up, control dispatch, the poll loop, power-off
@@ -68,6 +70,7 @@ enum stream_kind { KIND_STDIN = 0, KIND_STDOUT = 1, KIND_STDERR = 2 };
 #define MAX_ENV 65536     /* env records in one EXEC */
 #define MAX_DEVICE_NAME 64
 #define MAX_FSTYPE 64
+#define MAX_CAP 63        /* capability numbers in `caps` are 0 to MAX_CAP */
 #define MAX_HOME 4096     /* a home directory in /etc/passwd, with its NUL */
 #define UNTRUSTED_FILE_MAX (4u << 20) /* /etc/passwd, /etc/group */
 #define LOG_BURST 20      /* log_limited: messages per kind before going quiet */
@@ -189,6 +192,8 @@ struct exec_req {
 	const char **argv;            /* argc + 1 entries, NULL-terminated */
 	const char **envp;            /* envc + 2 entries (room for HOME), NULL-terminated */
 	const char *cwd, *user;       /* never NULL; they point into the message */
+	uint64_t caps;                /* bit N: capability N; UINT64_MAX with all_caps */
+	bool all_caps;                /* `caps` missing or "all": every one the kernel has */
 };
 
 /* id and main are filled in even when it fails (for the reply, and to end
@@ -230,11 +235,37 @@ struct user {
 extern const char *passwd_path, *group_path;
 int resolve_user(const char *spec, struct user *u, char *err, size_t errlen);
 
+/* --- ns.c, caps.c ---------------------------------------------------------------- */
+
+#define NS_COUNT 4 /* pid, ipc, uts, mnt */
+
+/* The main process's namespaces, for a process that joins them; -1 if unused. */
+struct ns_fds {
+	int fd[NS_COUNT];
+};
+
+struct exec_spec;
+
+void ns_close(struct ns_fds *ns);
+int ns_open(pid_t main_pid, struct ns_fds *ns, char *err, size_t errlen);
+pid_t fork_isolated(void);
+pid_t fork_joined(const struct ns_fds *ns);
+int enter_namespaces(const struct exec_spec *s, char *err, size_t errlen);
+
+/* Returns false if text is not "all", "none" or numbers 0..MAX_CAP joined by ','. */
+bool parse_caps(const char *text, uint64_t *set, bool *all);
+uint64_t caps_known(void);
+int drop_bounding_set(uint64_t keep, char *err, size_t errlen);
+int apply_caps(uint64_t set, bool root, char *err, size_t errlen);
+
 /* --- exec.c -------------------------------------------------------------------- */
 
 struct exec_spec {
 	uint32_t id;
+	bool main;      /* new namespaces; otherwise it joins ns */
 	bool tty;
+	uint64_t caps;  /* already limited to caps_known() */
+	struct ns_fds ns;
 	const char **argv;
 	const char **envp;
 	const char *cwd;

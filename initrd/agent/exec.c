@@ -124,11 +124,13 @@ static noreturn void exec_command(const char **argv, const char **envp, int errf
 	exec_failed(errfd, file, denied ? EACCES : ENOENT, true);
 }
 
-/* Runs in the forked child; never returns. */
+/* Runs in the forked child, as root with every capability until
+ * apply_caps; never returns. */
 static noreturn void run_child(const struct exec_spec *s, int errfd)
 {
 	const struct user *u = &s->user;
 	sigset_t none;
+	char err[512];
 	int in = s->child_fd[0];
 
 	/* Undo PID 1's own settings: blocked SIGCHLD, ignored SIGPIPE, -1000. */
@@ -138,6 +140,8 @@ static noreturn void run_child(const struct exec_spec *s, int errfd)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* Through our /proc: the container's may not be a real one. */
 	write_file(proc_dir_fd, "self/oom_score_adj", "0");
+	if (enter_namespaces(s, err, sizeof err) < 0)
+		child_fail(errfd, STATUS_AGENT, "%s", err);
 
 	if (setsid() < 0)
 		child_fail(errfd, STATUS_AGENT, "setsid: %s", errstr(errno));
@@ -157,11 +161,17 @@ static noreturn void run_child(const struct exec_spec *s, int errfd)
 		child_fail(errfd, STATUS_AGENT, "dup2: %s", errstr(errno));
 
 	mkdir_p(s->cwd);
+	if (drop_bounding_set(s->caps, err, sizeof err) < 0)
+		child_fail(errfd, STATUS_AGENT, "%s", err);
 	if (setgroups(u->ngroups, u->groups) < 0 || setgid(u->gid) < 0 || setuid(u->uid) < 0)
 		child_fail(errfd, STATUS_AGENT, "set user %u:%u: %s", (unsigned)u->uid,
 			   (unsigned)u->gid, errstr(errno));
 	if (chdir(s->cwd) < 0)
 		child_fail(errfd, STATUS_AGENT, "chdir to cwd (\"%s\"): %s", s->cwd, errstr(errno));
+	/* Last: changing user and directory may need what the container lacks.
+	 * No PR_SET_NO_NEW_PRIVS: docker does not set it by default either. */
+	if (apply_caps(s->caps, u->uid == 0, err, sizeof err) < 0)
+		child_fail(errfd, STATUS_AGENT, "%s", err);
 	exec_command(s->argv, s->envp, errfd);
 }
 
@@ -270,7 +280,9 @@ pid_t spawn(struct exec_spec *s)
 		reply_error(s->id, STATUS_AGENT, "pipe: %s", errstr(errno));
 		return 0;
 	}
-	pid_t pid = fork();
+	/* The report pipe works across the clone as across a fork: the child
+	 * holds its write end until execve closes it. */
+	pid_t pid = s->main ? fork_isolated() : fork_joined(&s->ns);
 	if (pid == 0) {
 		close(report[0]);
 		run_child(s, report[1]);
@@ -278,7 +290,9 @@ pid_t spawn(struct exec_spec *s)
 	close(report[1]);
 	if (pid < 0) {
 		close(report[0]);
-		reply_error(s->id, STATUS_AGENT, "fork: %s", errstr(errno));
+		reply_error(s->id, STATUS_AGENT, "%s: %s",
+			    s->main ? "clone into new namespaces" : "fork into the container",
+			    errstr(errno));
 		return 0;
 	}
 	ssize_t n;

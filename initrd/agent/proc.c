@@ -31,6 +31,15 @@ static struct proc *proc_by_pid(pid_t pid)
 	return NULL;
 }
 
+/* The container's main process while it runs: later processes join its namespaces. */
+static struct proc *proc_main(void)
+{
+	for (int i = 0; i < MAX_PROCS; i++)
+		if (procs[i].used && procs[i].main && !procs[i].exited)
+			return &procs[i];
+	return NULL;
+}
+
 static struct proc *proc_free_slot(void)
 {
 	for (int i = 0; i < MAX_PROCS; i++)
@@ -207,7 +216,7 @@ void finish_processes(void)
 /* Returns whether the process runs; otherwise ERROR has been sent. */
 static bool start_process(const struct msg *m, bool *is_main_out)
 {
-	struct exec_spec s = { .child_fd = { -1, -1, -1 } };
+	struct exec_spec s = { .child_fd = { -1, -1, -1 }, .ns = { { -1, -1, -1, -1 } } };
 	struct exec_req r;
 	char err[512], home_env[MAX_HOME + 5];
 	int ours[3] = { -1, -1, -1 };
@@ -236,6 +245,30 @@ static bool start_process(const struct msg *m, bool *is_main_out)
 	s.envp = r.envp;
 	s.tty = r.tty;
 	s.cwd = r.cwd;
+	s.main = r.main;
+	if (!r.all_caps && (r.caps & ~caps_known())) {
+		reply_error(s.id, STATUS_AGENT, "capability %d is not known to the guest kernel",
+			    __builtin_ctzll(r.caps & ~caps_known()));
+		goto out;
+	}
+	s.caps = r.caps & caps_known();
+	if (r.main && proc_main()) {
+		reply_error(s.id, STATUS_AGENT, "the container already has a main process");
+		goto out;
+	}
+	if (!r.main) {
+		/* Never in the agent's own namespaces: without a running main
+		 * process there is no container to join. */
+		struct proc *m = proc_main();
+		if (!m) {
+			reply_error(s.id, STATUS_AGENT, "the container's main process is not running");
+			goto out;
+		}
+		if (ns_open(m->pid, &s.ns, err, sizeof err) < 0) {
+			reply_error(s.id, STATUS_AGENT, "%s", err);
+			goto out;
+		}
+	}
 
 	if (resolve_user(r.user, &s.user, err, sizeof err) < 0) {
 		reply_error(s.id, STATUS_AGENT, "%s", err);
@@ -272,6 +305,7 @@ static bool start_process(const struct msg *m, bool *is_main_out)
 	};
 	reply_started(s.id, pid);
 out:
+	ns_close(&s.ns);
 	exec_req_free(&r);
 	return p && p->used;
 }

@@ -51,11 +51,12 @@ void exec_req_free(struct exec_req *r)
 
 bool decode_exec(const struct msg *m, struct exec_req *r, char *err, size_t errlen)
 {
-	static const char *const scalars[] = { "id",   "cwd",  "user", "tty",
-					       "rows", "cols", "stdin", "main", NULL };
+	static const char *const scalars[] = { "id",   "cwd",   "user", "tty",  "rows",
+					       "cols", "stdin", "main", "caps", NULL };
 	unsigned long id, v;
 
-	*r = (struct exec_req){ .cwd = "/", .user = "" };
+	/* Without `caps`, every capability: what a host from before the key expects. */
+	*r = (struct exec_req){ .cwd = "/", .user = "", .caps = UINT64_MAX, .all_caps = true };
 	/* Best effort first, for the reply: its id, and whether a failure must
 	 * end the VM (a main process that never runs). */
 	if (msg_list(m, "id", NULL) == 1 && msg_uint(m, "id", 0, MAX_ID, &id))
@@ -93,6 +94,11 @@ bool decode_exec(const struct msg *m, struct exec_req *r, char *err, size_t errl
 	const char *user = msg_get(m, "user");
 	if (user)
 		r->user = user;
+	const char *caps = msg_get(m, "caps");
+	if (caps && *caps && !parse_caps(caps, &r->caps, &r->all_caps))
+		return fail(err, errlen,
+			    "EXEC with malformed caps (want all, none or numbers 0 to %d joined by ',')",
+			    MAX_CAP);
 
 	r->argc = msg_list(m, "arg", NULL);
 	r->envc = msg_list(m, "env", NULL);
