@@ -29,7 +29,8 @@ def _when(text: str) -> datetime.datetime:
 
 def test_a_running_then_exited_container_as_ps_inspect_and_info_show_it(vm) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "hyperrun", "run", "-i", "--cpus", "1",
-                             "--memory", "192m", "busybox", "sh", "-c", SCRIPT],
+                             "--memory", "192m", "--cap-add", "sys_admin", "--cap-drop",
+                             "CAP_MKNOD", "busybox", "sh", "-c", SCRIPT],
                             env=vm.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
@@ -73,7 +74,9 @@ def test_a_running_then_exited_container_as_ps_inspect_and_info_show_it(vm) -> N
     assert state["Status"] == "exited" and state["Running"] is False and state["Pid"] == 0
     assert state["ExitCode"] == 3 and state["Error"] == ""
     assert _when(state["FinishedAt"]) > _when(state["StartedAt"]) >= _when(doc["Created"])
-    assert doc["HostConfig"] == {"NanoCpus": 10**9, "Memory": 192 << 20, "AutoRemove": False}
+    assert doc["HostConfig"] == {"NanoCpus": 10**9, "Memory": 192 << 20, "AutoRemove": False,
+                                 "Privileged": False, "CapAdd": ["CAP_SYS_ADMIN"],
+                                 "CapDrop": ["CAP_MKNOD"]}
     assert _ok(vm.hyperrun("inspect", "-f", "{{.State.ExitCode}} {{.Config.Image}}",
                            "renamed")) == "3 busybox\n"
     listed = _ok(vm.hyperrun("ps", "-a", "-f", "name=^renamed$", "--format",

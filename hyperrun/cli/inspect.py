@@ -80,7 +80,9 @@ def container_doc(s: status.Status, store: Store) -> dict[str, Any]:
         },
         "HostConfig": {
             "NanoCpus": cfg.cpus * 10**9, "Memory": cfg.memory_mib << 20,
-            "AutoRemove": c.remove,
+            "AutoRemove": c.remove, "Privileged": cfg.privileged,
+            "CapAdd": [f"CAP_{n}" for n in cfg.cap_add] or None,
+            "CapDrop": [f"CAP_{n}" for n in cfg.cap_drop] or None,
         },
         "Hyperrun": {
             "URI": cfg.uri, "Domain": c.domain, "DomainUUID": c.domain_uuid,

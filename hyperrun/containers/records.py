@@ -51,6 +51,9 @@ class Settings:
     kernel: str = ""
     initrd: str = ""
     base_disk: str = ""
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()  # relative to docker's default set, as docker shows them
+    cap_drop: tuple[str, ...] = ()
 
     @property
     def args(self) -> tuple[str, ...]:

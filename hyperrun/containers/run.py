@@ -11,10 +11,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import libvirt
 
+from hyperrun import capabilities
 from hyperrun.containers import reaper
 from hyperrun.containers import records as state
 from hyperrun.errors import (
@@ -191,7 +192,8 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 entrypoint=entrypoint, cmd=cmd, env=process.env, workdir=process.cwd,
                 user=process.user, hostname=hostname, tty=run.tty, open_stdin=run.interactive,
                 cpus=run.cpus, memory_mib=run.memory_mib, uri=uri, accel=accel.value,
-                kernel=str(assets.kernel), initrd=str(assets.initrd), base_disk=str(base))
+                kernel=str(assets.kernel), initrd=str(assets.initrd), base_disk=str(base),
+                **_capability_settings(run.capabilities))
             container = job.container = state.create(
                 store, cid, run.name, run.image, image.id, run.command, remove=run.remove,
                 settings=settings)
@@ -260,6 +262,14 @@ def _boot_and_run(conn: libvirt.virConnect, vm: VmSpec, process: ProcessSpec,
                     )
         except GuestGone as exc:
             raise BootFailed(f"{exc}", _console_tail(vm.console_log)) from None
+
+
+def _capability_settings(caps: frozenset[str] | None) -> dict[str, Any]:
+    """--privileged / --cap-add / --cap-drop as docker's inspect shows them."""
+    if caps is None:
+        return {"privileged": True}
+    return {"cap_add": tuple(sorted(caps - capabilities.DEFAULT)),
+            "cap_drop": tuple(sorted(capabilities.DEFAULT - caps))}
 
 
 class _Cleanup:
