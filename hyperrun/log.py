@@ -35,7 +35,10 @@ def escape(text: str, limit: int = 1000) -> str:
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = _LEVEL_PREFIX.get(record.levelno, "debug")
-        line = f"hyperrun: {prefix}: {escape(record.getMessage(), limit=100_000)}"
+        # A multi-line message (a domain's XML) stays readable: its further lines are
+        # indented, so none of them can pass for a line of hyperrun's own.
+        lines = [escape(part, limit=100_000) for part in record.getMessage().split("\n")]
+        line = f"hyperrun: {prefix}: " + "\n    ".join(lines)
         if record.exc_info:  # --debug's traceback: our own code's, printed as it is
             line += "\n" + self.formatException(record.exc_info)
         return line

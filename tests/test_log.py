@@ -59,3 +59,14 @@ def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert err.startswith("hyperrun: error: failed\nTraceback (most recent call last):")
     assert "KeyError: 'where it failed'" in err
+
+
+def test_multi_line_debug_messages_stay_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    log.setup(debug=True)
+    try:
+        log.log.debug("domain XML:\n<domain>\nhyperrun: forged\x1b[2J\n</domain>")
+    finally:
+        log.setup(debug=False)
+    assert capsys.readouterr().err == (
+        "hyperrun: debug: domain XML:\n    <domain>\n    hyperrun: forged\\x1b[2J\n"
+        "    </domain>\n")
