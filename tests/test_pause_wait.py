@@ -28,7 +28,7 @@ def root(tmp_path: Path) -> Path:
 def test_pausing_a_stopped_container_is_an_error(root: Path) -> None:
     make(root, "done", exit_status=0)
     one_line_error(hyperrun(root, "pause", "done"), 125, "Container done is not running")
-    one_line_error(hyperrun(root, "unpause", "done"), 125, "Container done is not running")
+    one_line_error(hyperrun(root, "unpause", "done"), 125, "Container done is not paused")
 
 
 def test_a_container_still_being_set_up_cannot_be_paused(root: Path) -> None:

@@ -23,17 +23,18 @@ def _domain(conn: libvirt.virConnect, store: Store, ref: str,
     None: its VM ended between the two look-ups, so there is nothing left to act on.
     """
     c, state = lifecycle.refresh(conn, store, records.find(store, ref))
-    if state is not want:
-        if state not in (State.UP, State.PAUSED):
-            raise UsageError(f"Container {ref} is not running",
-                             hint="see `hyperrun ps -a`; only a running container can be "
-                                  "paused or unpaused")
-        if want is State.UP:
-            raise UsageError(f"Container {ref} is already paused",
-                             hint=f"resume it with `hyperrun unpause {ref}`")
+    if state is want:
+        return lifecycle.domain(conn, store, c)
+    running = state in (State.UP, State.PAUSED)
+    if want is State.PAUSED:  # as docker's unpause, whatever else it is
         raise UsageError(f"Container {ref} is not paused",
-                         hint="only a container paused with `hyperrun pause` can be unpaused")
-    return lifecycle.domain(conn, store, c)
+                         hint="only a container paused with `hyperrun pause` can be unpaused"
+                         if running else "see `hyperrun ps -a`; it is not running")
+    if running:
+        raise UsageError(f"Container {ref} is already paused",
+                         hint=f"resume it with `hyperrun unpause {ref}`")
+    raise UsageError(f"Container {ref} is not running",
+                     hint="see `hyperrun ps -a`; only a running container can be paused")
 
 
 def pause(conn: libvirt.virConnect, store: Store, ref: str) -> None:
