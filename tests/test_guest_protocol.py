@@ -16,6 +16,7 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 from fake_guest import (
     FakeGuest,
@@ -404,6 +405,9 @@ class FakeDomain:
 
     def isActive(self) -> bool:  # noqa: N802 - libvirt's name
         return not self.destroyed
+
+    def state(self) -> list[int]:  # never paused (`hyperrun pause`)
+        return [libvirt.VIR_DOMAIN_SHUTOFF if self.destroyed else libvirt.VIR_DOMAIN_RUNNING, 0]
 
     def destroy(self) -> None:
         self.destroyed = True

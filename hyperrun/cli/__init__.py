@@ -13,6 +13,8 @@ from hyperrun.cli import inspect as cli_inspect
 from hyperrun.cli import prune as cli_prune
 from hyperrun.cli import registry as cli_registry
 from hyperrun.cli import run as cli_run
+from hyperrun.cli import running as cli_running
+from hyperrun.cli import stats as cli_stats
 from hyperrun.cli import system as cli_system
 from hyperrun.errors import EXIT_HYPERRUN, EXIT_USAGE, HyperrunError
 from hyperrun.store import Store
@@ -32,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log every step; show tracebacks")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
-    for module in (cli_run, cli_containers, cli_inspect, cli_images, cli_image_verbs,
-                   cli_prune, cli_registry, cli_system):
+    for module in (cli_run, cli_containers, cli_running, cli_stats, cli_inspect, cli_images,
+                   cli_image_verbs, cli_prune, cli_registry, cli_system):
         module.register(verbs)
     return parser
 

@@ -31,7 +31,7 @@ PS_HEADERS = {
     "Ports": "PORTS", "Mounts": "MOUNTS", "Networks": "NETWORKS", "Labels": "LABELS",
     "LocalVolumes": "LOCAL VOLUMES", "CPUs": "CPUS", "Memory": "MEMORY",
 }
-# Every state docker's status filter accepts; hyperrun's containers are only ever in three.
+# Every state docker's status filter accepts; hyperrun's containers are only ever in four.
 DOCKER_STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 FILTER_KEYS = ("status", "name", "ancestor", "id")
 
@@ -64,8 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def docker_status(s: status.Status, now: float) -> str:
     """The STATUS column as docker words it: `Up 3 minutes`, `Exited (0) 2 seconds ago`."""
     c = s.container
-    if s.state is State.UP:
-        return "Up " + humanize_duration(now - (c.started or c.created))
+    if s.running:
+        up = "Up " + humanize_duration(now - (c.started or c.created))
+        return up + " (Paused)" if s.state is State.PAUSED else up
     if s.state is State.EXITED:
         ended = f"Exited ({c.exit_status})"
         return ended + (f" {humanize_duration(now - c.finished)} ago" if c.finished else "")
@@ -161,7 +162,7 @@ def ps(args: argparse.Namespace, store: Store) -> int:
                         f"recorded as exited with status {s.container.exit_status}")
     # As docker: only running containers unless -a, or unless a status filter asks.
     if not args.all and "status" not in filters:
-        listed = [s for s in listed if s.state is State.UP]
+        listed = [s for s in listed if s.running]
     keep = _keep(filters, store)
     listed = [s for s in listed if keep(s)]
     if args.quiet:

@@ -61,7 +61,8 @@ def container_doc(s: status.Status, store: Store) -> dict[str, Any]:
         "Path": args[0] if args else "",
         "Args": list(args[1:]),
         "State": {
-            "Status": s.docker_state, "Running": s.state is status.State.UP, "Paused": False,
+            "Status": s.docker_state, "Running": s.running,
+            "Paused": s.state is status.State.PAUSED,
             "Restarting": False, "OOMKilled": False, "Dead": False, "Pid": s.pid,
             "ExitCode": c.exit_status if exited and c.exit_status is not None else 0,
             "Error": c.error,

@@ -76,8 +76,8 @@ def _containers(conn: libvirt.virConnect | None, store: Store) -> list[str]:
                 f"  Unknown (libvirt unreachable): {len(found) - exited}"]
     states = Counter(s.docker_state for s in status.all_statuses(conn, store))
     return [f" Containers: {sum(states.values())}",
-            *(f"  {word.capitalize()}: {states[word]}" for word in ("running", "created",
-                                                                    "exited"))]
+            *(f"  {word.capitalize()}: {states[word]}" for word in ("running", "paused",
+                                                                    "created", "exited"))]
 
 
 def info(args: argparse.Namespace, store: Store) -> int:

@@ -28,6 +28,7 @@ KILLED_NOTE = "its `hyperrun run` (pid {pid}) was killed, and the VM ended with 
 class State(enum.Enum):
     CREATED = "Created"  # its `hyperrun run` is still setting it up
     UP = "Up"
+    PAUSED = "Paused"  # its VM exists with its vCPUs stopped (`hyperrun pause`)
     EXITED = "Exited"
 
 
@@ -41,7 +42,7 @@ def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Conta
         return c, State.EXITED
     dom = domain(conn, store, c)
     if dom is not None and hypervisor.is_active(dom):
-        return c, State.UP
+        return c, State.PAUSED if hypervisor.is_paused(dom) else State.UP
     if c.owner_pid and process_alive(c.owner_pid):
         return c, State.CREATED
     # Its owner is gone and so is its VM: nobody will ever record how it ended.
@@ -54,7 +55,8 @@ def remove(conn: libvirt.virConnect, store: Store, c: Container, force: bool) ->
     """Remove c's files; a container that has not exited needs force, and is stopped first."""
     c, state = refresh(conn, store, c)
     if state is not State.EXITED and not force:
-        raise UsageError(f"container {c.name} is running",
+        word = "paused" if state is State.PAUSED else "running"
+        raise UsageError(f"container {c.name} is {word}",
                          hint="stop it first, or use `hyperrun rm -f`")
     dom = domain(conn, store, c)
     if dom is not None:  # running, or an exited one libvirt is still tearing down

@@ -240,6 +240,7 @@ def _boot_and_run(conn: libvirt.virConnect, vm: VmSpec, process: ProcessSpec,
 
         try:
             with GuestSession.connect(vm.ctl_socket, vm.io_socket) as guest:
+                guest.paused = lambda: hypervisor.is_paused(dom)
                 try:
                     guest.setup_container(hostname, _boot_timeout(), alive)
                 except (GuestGone, TimeoutError) as exc:

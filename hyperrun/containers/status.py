@@ -18,7 +18,8 @@ from hyperrun.vm import hypervisor
 LIBVIRT_QEMU_RUN = Path("/run/libvirt/qemu")
 
 # docker's State.Status words for hyperrun's states.
-DOCKER_STATUS = {State.CREATED: "created", State.UP: "running", State.EXITED: "exited"}
+DOCKER_STATUS = {State.CREATED: "created", State.UP: "running", State.PAUSED: "paused",
+                 State.EXITED: "exited"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class Status:
     @property
     def docker_state(self) -> str:
         return DOCKER_STATUS[self.state]
+
+    @property
+    def running(self) -> bool:
+        """docker's State.Running: a paused container still runs, frozen."""
+        return self.state in (State.UP, State.PAUSED)
 
 
 def qemu_pid(domain_name: str, run_dir: Path = LIBVIRT_QEMU_RUN) -> int:
@@ -52,7 +58,7 @@ def of(conn: libvirt.virConnect, store: Store, c: Container) -> Status:
     """c's status, from its record and (unless it has exited) libvirt."""
     now, state = lifecycle.refresh(conn, store, c)
     pid = 0
-    if state is State.UP:
+    if state in (State.UP, State.PAUSED):
         dom = lifecycle.domain(conn, store, now)
         if dom is not None:
             pid = qemu_pid(dom.name())

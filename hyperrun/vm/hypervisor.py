@@ -73,6 +73,37 @@ def is_active(dom: libvirt.virDomain) -> bool:
         return False
 
 
+def is_paused(dom: libvirt.virDomain) -> bool:
+    """Whether the domain exists but its vCPUs are stopped.
+
+    Any reason counts (a user's pause, or QEMU stopping on a full disk): either way the
+    guest does not run, and `unpause` is what resumes it.
+    """
+    try:
+        return bool(dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED)
+    except libvirt.libvirtError:
+        return False
+
+
+def suspend(dom: libvirt.virDomain) -> None:
+    """Stop the domain's vCPUs; QEMU, its memory and its sockets stay as they are."""
+    try:
+        dom.suspend()
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(f"libvirt could not pause the VM: {exc.get_error_message()}",
+                              hint="rerun with --debug; the libvirtd log has the details"
+                              ) from exc
+
+
+def resume(dom: libvirt.virDomain) -> None:
+    try:
+        dom.resume()
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(f"libvirt could not resume the VM: {exc.get_error_message()}",
+                              hint="rerun with --debug; the libvirtd log has the details"
+                              ) from exc
+
+
 def owned_domain(conn: libvirt.virConnect, uuid: str,
                  owner: DomainOwner) -> libvirt.virDomain | None:
     """The domain with this UUID if its metadata names owner as its store and container.

@@ -70,6 +70,8 @@ class GuestSession:
         self._pending: list[Message] = []
         self._started: set[int] = set()
         self._unexpected = 0
+        # Whether the VM is paused (`hyperrun pause`); wait_for's clock stops meanwhile.
+        self.paused: Callable[[], bool] = lambda: False
 
     @classmethod
     @contextlib.contextmanager
@@ -162,12 +164,15 @@ class GuestSession:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
-            self.ctl.settimeout(min(remaining, 0.25))
+            tick = min(remaining, 0.25)
+            self.ctl.settimeout(tick)
             try:
                 self._inbox.extend(self.read_control())
             except TimeoutError:
                 if not alive():
                     raise GuestGone("the VM stopped before the guest agent answered") from None
+                if self.paused():  # a frozen guest cannot answer: its pause is not its delay
+                    deadline += tick
             finally:
                 self.ctl.settimeout(None)
 
