@@ -37,8 +37,9 @@ static jmp_buf shutdown_jmp;
 static bool shutdown_armed;
 static int shutdowns;
 
-noreturn void shutdown_vm(void)
+noreturn void shutdown_vm(long long grace_ms)
 {
+	(void)grace_ms;
 	shutdowns++;
 	if (!shutdown_armed) {
 		fprintf(stderr, "test-parser: unexpected shutdown_vm\n");

@@ -87,6 +87,17 @@ def test_stdin_pipes_through_binary_safe(vm) -> None:
     assert proc.stdout == data
 
 
+def test_output_waits_for_a_slow_reader(vm) -> None:
+    """A reader that comes back late still gets every byte (`run ... | slow-consumer`)."""
+    proc = subprocess.Popen([sys.executable, "-m", "hyperrun", "run", "--rm", "busybox", "sh",
+                             "-c", "head -c 600000 /dev/zero | tr '\\0' x"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=vm.env)
+    time.sleep(12)  # the VM boots, writes and exits while nobody reads our pipe
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out == b"x" * 600000
+
+
 def test_large_stderr_arrives_complete(vm) -> None:
     data = os.urandom(2 * 1024 * 1024)
     proc = vm.run("-i", "busybox", "sh", "-c", "cat >&2", input=data)

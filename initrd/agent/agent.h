@@ -83,7 +83,13 @@ enum stream_kind { KIND_STDIN = 0, KIND_STDOUT = 1, KIND_STDERR = 2 };
  * 15x slower. The first bytes after a pause still go out at once. */
 #define SMALL_READ 1024
 #define BATCH_MS 2
-#define SHUTDOWN_GRACE_MS 3000 /* wait this long for the host to hang up */
+/* After the main process's EXIT the agent waits for the host to hang up before it
+ * powers off: what QEMU still holds for the sockets is lost at power-off, and a host
+ * writing to a slow reader (a pipe into a pager) may take long to come back for it.
+ * A host that dies takes the VM with it (libvirt's AUTODESTROY), so the wait is long. */
+#define EXIT_GRACE_MS (10 * 60 * 1000)
+/* After a CONTAINER or main EXEC that failed: ERROR is small, the host reads it at once. */
+#define FAILURE_GRACE_MS 3000
 #define NEWROOT "/newroot"
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -321,6 +327,6 @@ bool handle_signal(const struct msg *m);
 
 noreturn void power_off(void);
 /* After main's EXIT (or a failed CONTAINER / main EXEC). */
-noreturn void shutdown_vm(void);
+noreturn void shutdown_vm(long long grace_ms);
 
 #endif

@@ -27,9 +27,9 @@ noreturn void power_off(void)
 
 /* After main's EXIT: give the host time to read what QEMU still holds for the
  * sockets (a power-off drops it), i.e. until it hangs up the control port. */
-noreturn void shutdown_vm(void)
+noreturn void shutdown_vm(long long grace_ms)
 {
-	long long deadline = now_ms() + SHUTDOWN_GRACE_MS;
+	long long deadline = now_ms() + grace_ms;
 	char scratch[4096];
 
 	mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL);

@@ -207,7 +207,7 @@ void finish_processes(void)
 		reply_exit(p->id, p->status);
 		proc_release(p);
 		if (was_main)
-			shutdown_vm();
+			shutdown_vm(EXIT_GRACE_MS);
 	}
 }
 

@@ -293,5 +293,5 @@ void on_ctl_frame(uint32_t type, const unsigned char *payload, uint32_t len)
 		log_limited(&unknown_types, "ignoring unknown control message type %u", type);
 	msg_free(&m);
 	if (end)
-		shutdown_vm();
+		shutdown_vm(FAILURE_GRACE_MS);
 }
