@@ -139,3 +139,15 @@ def test_images_format(root: Path) -> None:
     assert row["CreatedSince"].endswith(" ago") and row["Digest"].startswith("sha256:")
     assert ok(hyperrun(root, "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
                        "--no-trunc")) == f"busybox:latest {image_id(root)}\n"
+
+
+def test_a_corrupt_record_is_reported_not_hidden(root: Path) -> None:
+    good = make(root, "good", exit_status=0)
+    bad = make(root, "bad", exit_status=0)
+    records.paths(Store(root), bad.id).record.write_text("{not json")
+    proc = hyperrun(root, "ps", "-a", "--format", "{{.Names}}")
+    assert proc.returncode == 0 and proc.stdout == "good\n"
+    warnings = proc.stderr.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("hyperrun: warning: container ")
+    assert bad.id[:12] in warnings[0] and "cannot be read" in warnings[0]
+    assert good.id[:12] not in proc.stderr

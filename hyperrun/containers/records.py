@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hyperrun import log
 from hyperrun.containers import names
 from hyperrun.errors import ContainerNotFound, UsageError
 from hyperrun.spec import DomainOwner
@@ -140,9 +141,28 @@ def _load(record: Path) -> Container:
 
 
 def all_containers(store: Store) -> Iterator[Container]:
+    """Every container with a readable record; an unreadable one is reported, not hidden."""
     for record in sorted(store.containers.glob("*/state.json")):
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            yield _load(record)
+        try:
+            c = _load(record)
+        except FileNotFoundError:
+            continue  # removed while we looked
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            _report_unreadable(record, exc)
+            continue
+        yield c
+
+
+_reported: set[Path] = set()
+
+
+def _report_unreadable(record: Path, exc: BaseException) -> None:
+    if record in _reported:  # once per command, however often the records are read
+        return
+    _reported.add(record)
+    reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+    log.warning(f"container {record.parent.name[:12]} is left out: its record {record} "
+                f"cannot be read ({reason}); once it no longer runs, remove {record.parent}")
 
 
 def _current(store: Store, c: Container) -> Container | None:
