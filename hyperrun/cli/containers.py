@@ -186,13 +186,22 @@ def _short(text: str, width: int = 20) -> str:
 
 
 def rm(args: argparse.Namespace, store: Store) -> int:
+    def act(conn: libvirt.virConnect, ref: str) -> str:
+        lifecycle.remove(conn, store, state_mod.find(store, ref), args.force)
+        return ref
+    return each_container(args, act)
+
+
+def each_container(args: argparse.Namespace,
+                   act: Callable[[libvirt.virConnect, str], str]) -> int:
+    """act on every container named, as docker does: what works is printed, each failure
+    is one line on stderr, and the last failure's status is the command's."""
     conn = hypervisor.connect(hypervisor.uri_from_env(args.connect))
     failure: HyperrunError | None = None
     try:
         for ref in args.containers:
             try:
-                _remove_one(conn, store, ref, args.force)
-                print(log.escape(ref))
+                print(log.escape(act(conn, ref)), flush=True)
             except HyperrunError as exc:
                 if failure is not None:
                     log.error(failure.message, failure.hint)
@@ -202,10 +211,6 @@ def rm(args: argparse.Namespace, store: Store) -> int:
     if failure is not None:
         raise failure
     return 0
-
-
-def _remove_one(conn: libvirt.virConnect, store: Store, ref: str, force: bool) -> None:
-    lifecycle.remove(conn, store, state_mod.find(store, ref), force)
 
 
 def rename(args: argparse.Namespace, store: Store) -> int:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 import libvirt
 
-from hyperrun import log
+from hyperrun.cli.containers import each_container
 from hyperrun.containers import pause as pausing
 from hyperrun.containers import records, wait
-from hyperrun.errors import ContainerNotFound, HyperrunError, NoSuchObject
+from hyperrun.errors import ContainerNotFound, NoSuchObject
 from hyperrun.store import Store
-from hyperrun.vm import hypervisor
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,39 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=wait_verb)
 
 
-def _each(args: argparse.Namespace, store: Store,
-          act: Callable[[libvirt.virConnect, str], str]) -> int:
-    """act on every container named, as docker does: what works is printed, each failure
-    is one line on stderr, and the last failure's status is the command's."""
-    conn = hypervisor.connect(hypervisor.uri_from_env(args.connect))
-    failure: HyperrunError | None = None
-    try:
-        for ref in args.containers:
-            try:
-                print(log.escape(act(conn, ref)), flush=True)
-            except HyperrunError as exc:
-                if failure is not None:
-                    log.error(failure.message, failure.hint)
-                failure = exc
-    finally:
-        conn.close()
-    if failure is not None:
-        raise failure
-    return 0
-
-
 def pause(args: argparse.Namespace, store: Store) -> int:
     def act(conn: libvirt.virConnect, ref: str) -> str:
         pausing.pause(conn, store, ref)
         return ref
-    return _each(args, store, act)
+    return each_container(args, act)
 
 
 def unpause(args: argparse.Namespace, store: Store) -> int:
     def act(conn: libvirt.virConnect, ref: str) -> str:
         pausing.unpause(conn, store, ref)
         return ref
-    return _each(args, store, act)
+    return each_container(args, act)
 
 
 def wait_verb(args: argparse.Namespace, store: Store) -> int:
@@ -72,4 +49,4 @@ def wait_verb(args: argparse.Namespace, store: Store) -> int:
         except ContainerNotFound:
             raise NoSuchObject(ref, "container") from None  # docker's words; exit 1
         return str(wait.until_exited(conn, store, c))
-    return _each(args, store, act)
+    return each_container(args, act)
