@@ -89,6 +89,17 @@ def test_exit_is_not_recorded_into_a_removed_container(store: Store) -> None:
     assert not records.paths(store, c.id).dir.exists()
 
 
+def test_a_status_the_owner_wrote_is_not_overwritten_as_lost(store: Store) -> None:
+    """A reader that saw no status, then found the owner gone, raced with its last write."""
+    c = _create(store)
+    stale = c  # read before the owner recorded its exit and quit
+    records.record_exit(store, c, 3)
+    assert records.record_lost(store, stale, 137, "killed").exit_status == 3
+    assert records.find(store, c.id).exit_status == 3
+    fresh = _create(store)
+    assert records.record_lost(store, fresh, 137, "killed").exit_status == 137
+
+
 def test_sweep_removes_leftovers_of_killed_runs(store: Store) -> None:
     dead = _dead_pid()
     gone_rm = _create(store, remove=True)

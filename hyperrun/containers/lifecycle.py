@@ -46,8 +46,9 @@ def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Conta
     if c.owner_pid and process_alive(c.owner_pid):
         return c, State.CREATED
     # Its owner is gone and so is its VM: nobody will ever record how it ended.
-    c = records.record_exit(store, c, EXIT_KILLED, KILLED_NOTE.format(pid=c.owner_pid))
-    records.remove_sockets(store, c)
+    c = records.record_lost(store, c, EXIT_KILLED, KILLED_NOTE.format(pid=c.owner_pid))
+    if c.exit_status == EXIT_KILLED:
+        records.remove_sockets(store, c)
     return c, State.EXITED
 
 

@@ -225,12 +225,15 @@ def create(store: Store, cid: str, name: str | None, image: str, image_id: str,
     return c
 
 
-def _update(store: Store, c: Container, **changes: Any) -> Container:
+def _update(store: Store, c: Container, only_if_running: bool = False,
+            **changes: Any) -> Container:
     """Apply changes to c's current record (never to a stale copy), if it still exists."""
     with store.lock("containers"):
         current = _current(store, c)
         if current is None:  # removed meanwhile (`rm -f` of a live one)
             return replace(c, **changes)
+        if only_if_running and current.exit_status is not None:
+            return current
         done = replace(current, **changes)
         with contextlib.suppress(OSError):
             _save(store, done)
@@ -244,6 +247,16 @@ def record_start(store: Store, c: Container) -> Container:
 def record_exit(store: Store, c: Container, status: int, error: str = "") -> Container:
     """Record how c ended, unless it has been removed meanwhile (`rm -f` of a live one)."""
     return _update(store, c, exit_status=status, error=error, finished=time.time())
+
+
+def record_lost(store: Store, c: Container, status: int, error: str) -> Container:
+    """Record that c ended unseen, unless its owner recorded how it ended meanwhile.
+
+    A reader that found no status, no VM and no owner may have raced with an owner that
+    wrote the status and exited in between: the status the owner wrote wins.
+    """
+    return _update(store, c, only_if_running=True, exit_status=status, error=error,
+                   finished=time.time())
 
 
 def rename(store: Store, ref: str, new: str) -> Container:
