@@ -60,6 +60,9 @@ class RunSpec:
     tty: bool = False
     interactive: bool = False
     remove: bool = False
+    detach: bool = False  # -d: the VM outlives this command; print the id and return
+    log_max_size: int = 10 << 20  # --log-opt max-size / max-file, docker's defaults
+    log_max_files: int = 3
     cpus: int = 1
     memory_mib: int = 512
     accel: Accel = Accel.AUTO

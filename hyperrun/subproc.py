@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from hyperrun.errors import CommandFailed, HyperrunError
 
@@ -67,3 +70,36 @@ def spawn_detached(argv: Sequence[str]) -> None:
     subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
                      cwd="/", env=environment())
+
+
+def start_daemon(argv: Sequence[str], stderr: Path, timeout: float) -> str:
+    """Start a program that daemonizes itself; the first line it writes on its stdout.
+
+    The program forks, its first half exits, and the daemon says it is ready on the pipe
+    it inherited as stdout. Its stderr is appended to the file `stderr` (0600). An empty
+    string means it said nothing within timeout (or died first).
+    """
+    argv = [str(a) for a in argv]
+    argv[0] = resolve(argv[0])
+    log.debug("+ %s &", shlex.join(argv))
+    fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=fd, close_fds=True, cwd="/", env=environment(),
+                                start_new_session=True)
+    finally:
+        os.close(fd)
+    assert proc.stdout is not None
+    line = b""
+    with proc.stdout, selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while not line.endswith(b"\n") and len(line) < 256:
+            if not sel.select(max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(proc.stdout.fileno(), 256)
+            if not chunk:
+                break
+            line += chunk
+    proc.wait()  # the first half exits at once; the daemon runs on
+    return line.decode(errors="replace").strip() if line.endswith(b"\n") else ""

@@ -97,6 +97,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> VmEnv:
         store.ensure()
         shutil.copy(_build("kernel/build"), store.boot / "vmlinuz")
         shutil.copy(_build("initrd/build"), store.boot / "initrd.img")
+        shutil.copy(_build("monitor/build"), store.boot / "hyperrun-monitor")
         work = tmp_path_factory.mktemp("images")
         busybox = work / "busybox.tar"
         subprocess.run([sys.executable, str(REPO / "scripts/make-busybox-image"), str(busybox)],

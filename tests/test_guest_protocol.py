@@ -310,7 +310,7 @@ def test_boot_failure_console_tail_is_escaped(capsys: pytest.CaptureFixture[str]
 
 
 def test_console_tail_reads_only_the_end(tmp_path: Path) -> None:
-    from hyperrun.containers.run import CONSOLE_TAIL_LINES, _console_tail
+    from hyperrun.containers.boot import CONSOLE_TAIL_LINES, console_tail
 
     log_file = tmp_path / "console.log"
     with log_file.open("wb") as f:
@@ -318,7 +318,7 @@ def test_console_tail_reads_only_the_end(tmp_path: Path) -> None:
         f.write(b"\n" + b"".join(b"line %d\n" % i for i in range(100)))
     tracemalloc.start()
     try:
-        tail = _console_tail(log_file)
+        tail = console_tail(log_file)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -10,6 +10,7 @@ from hyperrun.cli import containers as cli_containers
 from hyperrun.cli import image_verbs as cli_image_verbs
 from hyperrun.cli import images as cli_images
 from hyperrun.cli import inspect as cli_inspect
+from hyperrun.cli import lifecycle as cli_lifecycle
 from hyperrun.cli import prune as cli_prune
 from hyperrun.cli import registry as cli_registry
 from hyperrun.cli import run as cli_run
@@ -34,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log every step; show tracebacks")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
-    for module in (cli_run, cli_containers, cli_running, cli_stats, cli_inspect, cli_images,
-                   cli_image_verbs, cli_prune, cli_registry, cli_system):
+    for module in (cli_run, cli_lifecycle, cli_containers, cli_running, cli_stats,
+                   cli_inspect, cli_images, cli_image_verbs, cli_prune, cli_registry, cli_system):
         module.register(verbs)
     return parser
 

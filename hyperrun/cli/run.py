@@ -25,6 +25,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
                          description="Run a command in a new container, inside its own VM.")
     p.add_argument("--rm", dest="remove", action="store_true",
                    help="remove the container (overlay, state) when it exits")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="run in the background and print the container ID")
+    p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="max-size (default 10m) and max-file (default 3) of the log kept "
+                        "of its output")
     p.add_argument("--name", help="name the container")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
@@ -151,6 +156,8 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         tty=args.tty,
         interactive=args.interactive,
         remove=args.remove,
+        detach=args.detach,
+        **parse_log_opts(args.log_opt),
         cpus=parse_cpus(args.cpus or defaults.cpus or "1"),
         memory_mib=parse_memory(args.memory or defaults.memory or "512m"),
         accel=Accel(args.accel),
@@ -176,6 +183,34 @@ def _run(args: argparse.Namespace, store: Store) -> int:
 
     return container.run(spec, store, hypervisor.uri_from_env(args.connect), pull=pull,
                          terminal=UserTerminal() if spec.tty else None)
+
+
+_SIZE_RE = re.compile(r"(\d{1,15})([kmg]?)b?", re.ASCII)
+LOG_SIZE_MIN = 4 << 10  # one record of output must fit
+
+
+def parse_log_opts(opts: list[str]) -> dict[str, int]:
+    """--log-opt max-size=10m / max-file=3, as docker's json-file driver takes them."""
+    out = {"log_max_size": 10 << 20, "log_max_files": 3}
+    hint = "use --log-opt max-size=SIZE (e.g. 10m) or --log-opt max-file=COUNT"
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key == "max-size":
+            found = _SIZE_RE.fullmatch(value.strip().lower())
+            size = int(found[1]) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[
+                found[2]] if found else 0
+            if not LOG_SIZE_MIN <= size <= 1 << 40:
+                raise UsageError(f"invalid --log-opt {opt!r}: max-size must be between 4k "
+                                 "and 1t", hint=hint)
+            out["log_max_size"] = size
+        elif key == "max-file":
+            if not value.isdigit() or not 1 <= int(value) <= 100:
+                raise UsageError(f"invalid --log-opt {opt!r}: max-file must be a number "
+                                 "from 1 to 100", hint=hint)
+            out["log_max_files"] = int(value)
+        else:
+            raise UsageError(f"unknown log option {key!r}", hint=hint)
+    return out
 
 
 _MEMORY_RE = re.compile(r"(\d+(?:\.\d+)?)([bkmgt]?)(?:i?b)?", re.ASCII)

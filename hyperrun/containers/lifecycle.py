@@ -15,7 +15,7 @@ from hyperrun.containers import records
 from hyperrun.containers.records import Container
 from hyperrun.errors import UsageError
 from hyperrun.store import Store, process_alive
-from hyperrun.vm import hypervisor
+from hyperrun.vm import hypervisor, monitor
 
 # The status recorded for a container whose `hyperrun run` was killed outright (SIGKILL,
 # OOM killer): libvirt ended its VM with it, so its process was stopped without warning,
@@ -23,6 +23,8 @@ from hyperrun.vm import hypervisor
 # never started, and it may well have run for hours.
 EXIT_KILLED = 137
 KILLED_NOTE = "its `hyperrun run` (pid {pid}) was killed, and the VM ended with it"
+MONITOR_LOST_NOTE = ("its VM ended while its monitor (pid {pid}) was not running, so how "
+                     "its process ended is not known")
 
 
 class State(enum.Enum):
@@ -43,10 +45,19 @@ def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Conta
     dom = domain(conn, store, c)
     if dom is not None and hypervisor.is_active(dom):
         return c, State.PAUSED if hypervisor.is_paused(dom) else State.UP
+    files = records.paths(store, c.id)
+    ended = records.read_exit(files)
+    if ended is not None:  # its monitor wrote down how the main process ended
+        return records.record_lost(store, c, *ended), State.EXITED
+    if monitor.alive(c.monitor_pid, files.mon_socket):
+        # The VM has just gone; its monitor is about to write down how it ended.
+        return c, State.UP if c.started else State.CREATED
     if c.owner_pid and process_alive(c.owner_pid):
         return c, State.CREATED
     # Its owner is gone and so is its VM: nobody will ever record how it ended.
-    c = records.record_lost(store, c, EXIT_KILLED, KILLED_NOTE.format(pid=c.owner_pid))
+    note = (MONITOR_LOST_NOTE.format(pid=c.monitor_pid) if c.detached
+            else KILLED_NOTE.format(pid=c.owner_pid))
+    c = records.record_lost(store, c, EXIT_KILLED, note)
     if c.exit_status == EXIT_KILLED:
         records.remove_sockets(store, c)
     return c, State.EXITED
@@ -54,13 +65,16 @@ def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Conta
 
 def remove(conn: libvirt.virConnect, store: Store, c: Container, force: bool) -> None:
     """Remove c's files; a container that has not exited needs force, and is stopped first."""
-    c, state = refresh(conn, store, c)
-    if state is not State.EXITED and not force:
-        word = "paused" if state is State.PAUSED else "running"
-        raise UsageError(f"container {c.name} is {word}",
-                         hint="stop it first, or use `hyperrun rm -f`")
-    dom = domain(conn, store, c)
-    if dom is not None:  # running, or an exited one libvirt is still tearing down
-        hypervisor.destroy(dom)
-        hypervisor.wait_gone(conn, c.domain_uuid, records.owner(store, c), timeout=30.0)
-    records.remove_files(store, c)
+    with records.locked(store, c):
+        c, state = refresh(conn, store, c)
+        if state is not State.EXITED and not force:
+            word = "paused" if state is State.PAUSED else "running"
+            raise UsageError(f"container {c.name} is {word}",
+                             hint="stop it first, or use `hyperrun rm -f`")
+        dom = domain(conn, store, c)
+        if dom is not None:  # running, or an exited one libvirt is still tearing down
+            hypervisor.destroy(dom)
+            hypervisor.wait_gone(conn, c.domain_uuid, records.owner(store, c), timeout=30.0)
+        # Its monitor writes into the directory until it ends.
+        monitor.stop(c.monitor_pid, records.paths(store, c.id).mon_socket)
+        records.remove_files(store, c)

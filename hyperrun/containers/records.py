@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -21,12 +22,14 @@ from hyperrun.containers import names
 from hyperrun.errors import ContainerNotFound, UsageError
 from hyperrun.spec import DomainOwner
 from hyperrun.store import Store, atomic_write, process_alive, remove_path
+from hyperrun.vm import monitor
 
 # docker's rule for container names, with a bound so libvirt and terminals stay sane.
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 NAME_HINT = ("use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter "
              "or a digit")
 RECORD_MODE = 0o600  # the command line may carry secrets
+EXIT_FILE_MAX = 4096  # the monitor writes a status and at most 512 bytes of message
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class Settings:
     privileged: bool = False
     cap_add: tuple[str, ...] = ()  # relative to docker's default set, as docker shows them
     cap_drop: tuple[str, ...] = ()
+    log_max_size: int = 10 << 20  # --log-opt max-size, max-file (docker's json-file)
+    log_max_files: int = 3
 
     @property
     def args(self) -> tuple[str, ...]:
@@ -77,6 +82,8 @@ class Container:
     error: str = ""  # why it ended, when hyperrun rather than its process decided
     started: float = 0.0  # when its VM was started; 0 if it never was (or not recorded)
     finished: float = 0.0  # when its end was recorded
+    monitor_pid: int = 0  # its hyperrun-monitor while its VM runs (vm/monitor.py)
+    detached: bool = False  # its VM outlives the command that booted it (run -d, start)
     settings: Settings = Settings()
 
     @property
@@ -92,6 +99,25 @@ class Paths:
     dir: Path
     ctl_socket: Path
     io_socket: Path
+    mon_socket: Path  # where commands reach the container's monitor
+
+    @property
+    def sockets(self) -> tuple[Path, Path, Path]:
+        return self.ctl_socket, self.io_socket, self.mon_socket
+
+    @property
+    def exit_file(self) -> Path:
+        """The main process's exit status, written by the monitor (vm/monitor.py)."""
+        return self.dir / "exit"
+
+    @property
+    def log(self) -> Path:
+        """The main process's output; rotated copies are container.log.1, .2, ..."""
+        return self.dir / "container.log"
+
+    @property
+    def monitor_log(self) -> Path:
+        return self.dir / "monitor.log"
 
     @property
     def overlay(self) -> Path:
@@ -109,7 +135,7 @@ class Paths:
 def paths(store: Store, container_id: str) -> Paths:
     short = container_id[:12]
     return Paths(store.containers / container_id, store.sockets / f"{short}.ctl",
-                 store.sockets / f"{short}.io")
+                 store.sockets / f"{short}.io", store.sockets / f"{short}.mon")
 
 
 def owner(store: Store, c: Container) -> DomainOwner:
@@ -185,12 +211,15 @@ def sweep(store: Store) -> None:
 def _sweep(store: Store) -> None:
     """Remove what runs that were killed outright (SIGKILL, OOM) could not.
 
-    libvirt has already ended their VMs (AUTODESTROY), so sockets of dead owners are
-    garbage, and so is all of a --rm container. Called with the containers lock held.
+    A container whose `hyperrun run` and monitor are both gone has no VM any more
+    (AUTODESTROY ended a foreground one; a detached one's monitor lives as long as its
+    VM), so its sockets are garbage, and so is all of a --rm container. Called with the
+    containers lock held.
     """
     live: set[str] = set()
     for old in all_containers(store):
-        owner_gone = old.owner_pid and not process_alive(old.owner_pid)
+        owner_gone = old.owner_pid and not process_alive(old.owner_pid) and not \
+            monitor.alive(old.monitor_pid, paths(store, old.id).mon_socket)
         if owner_gone and old.remove:
             _remove_files(store, old)
             continue
@@ -240,8 +269,33 @@ def _update(store: Store, c: Container, only_if_running: bool = False,
     return done
 
 
-def record_start(store: Store, c: Container) -> Container:
-    return _update(store, c, started=time.time())
+def record_start(store: Store, c: Container, **changes: Any) -> Container:
+    return _update(store, c, started=time.time(), **changes)
+
+
+@contextlib.contextmanager
+def locked(store: Store, c: Container) -> Iterator[None]:
+    """Serialise the commands that change one container's life (start, stop, kill, rm).
+
+    The lock file lives in the container's directory, so a command that waited on it
+    while `rm` removed the container finds the container gone, not a fresh lock.
+    """
+    try:
+        fd = os.open(paths(store, c.id).dir / "lock",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except FileNotFoundError:
+        raise ContainerNotFound(c.name) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def restarting(store: Store, c: Container) -> Container:
+    """c, about to boot again (`start`): its last end forgotten, this command its owner."""
+    return _update(store, c, exit_status=None, error="", finished=0.0, started=0.0,
+                   owner_pid=os.getpid(), monitor_pid=0)
 
 
 def record_exit(store: Store, c: Container, status: int, error: str = "") -> Container:
@@ -257,6 +311,19 @@ def record_lost(store: Store, c: Container, status: int, error: str) -> Containe
     """
     return _update(store, c, only_if_running=True, exit_status=status, error=error,
                    finished=time.time())
+
+
+def read_exit(files: Paths) -> tuple[int, str] | None:
+    """The status and message in the exit file the monitor wrote, if it has written one."""
+    try:
+        with files.exit_file.open("rb") as f:
+            data = f.read(EXIT_FILE_MAX)
+    except OSError:
+        return None
+    status, _, message = data.decode(errors="replace").partition("\n")
+    if not status.isdigit() or int(status) > 255:
+        return None
+    return int(status), message.strip()
 
 
 def rename(store: Store, ref: str, new: str) -> Container:
@@ -291,7 +358,7 @@ def find(store: Store, ref: str) -> Container:
 
 def _remove_files(store: Store, c: Container) -> None:
     p = paths(store, c.id)
-    for sock in (p.ctl_socket, p.io_socket):
+    for sock in p.sockets:
         sock.unlink(missing_ok=True)
     shutil.rmtree(p.dir, ignore_errors=True)
 
@@ -302,8 +369,7 @@ def remove_files(store: Store, c: Container) -> None:
 
 
 def remove_sockets(store: Store, c: Container) -> None:
-    p = paths(store, c.id)
-    for sock in (p.ctl_socket, p.io_socket):
+    for sock in paths(store, c.id).sockets:
         sock.unlink(missing_ok=True)
 
 

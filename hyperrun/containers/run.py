@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -16,13 +14,11 @@ from typing import Any, Protocol
 import libvirt
 
 from hyperrun import capabilities
-from hyperrun.containers import reaper
+from hyperrun.containers import boot, reaper
 from hyperrun.containers import records as state
 from hyperrun.errors import (
     EXIT_HYPERRUN,
     BootAssetsMissing,
-    BootFailed,
-    GuestGone,
     HyperrunError,
     ImageNotFound,
     UsageError,
@@ -30,20 +26,17 @@ from hyperrun.errors import (
 from hyperrun.images.disk import create_overlay, share_with_qemu
 from hyperrun.images.model import Image, ImageConfig
 from hyperrun.images.store import ImageStore
-from hyperrun.log import log
-from hyperrun.spec import ProcessSpec, PullPolicy, RunSpec, VmSpec, WinSize
+from hyperrun.spec import ProcessSpec, PullPolicy, RunSpec, WinSize
 from hyperrun.store import Store, remove_path
 from hyperrun.vm import accel as accel_mod
 from hyperrun.vm import hypervisor
-from hyperrun.vm.domain_xml import domain_xml
 from hyperrun.vm.protocol import CTL_MAX, encode_fields
-from hyperrun.vm.session import GuestSession
 
+# What a foreground run passes on to the container's main process, as docker's
+# --sig-proxy does.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-QBOOT = Path("/usr/share/qemu/qboot.rom")
-CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init"
-CONSOLE_TAIL_LINES = 25
-CONSOLE_TAIL_BYTES = 64 << 10
 
 
 class Terminal(Protocol):
@@ -116,21 +109,6 @@ def process_spec(config: ImageConfig, run: RunSpec, hostname: str) -> ProcessSpe
     )
 
 
-def _console_tail(path: Path) -> str:
-    # Only the file's end: the guest can write its console without limit.
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - CONSOLE_TAIL_BYTES))
-            data = f.read(CONSOLE_TAIL_BYTES)
-    except OSError:
-        return ""
-    return "\n".join(data.decode(errors="replace").splitlines()[-CONSOLE_TAIL_LINES:])
-
-
-def _boot_timeout() -> float:
-    return float(os.environ.get("HYPERRUN_BOOT_TIMEOUT", "90"))
-
-
 def resolve_image(store: Store, run: RunSpec, pull: Callable[[str], Image]) -> Image:
     """The image to run: from the store, or pulled (by `pull`) as --pull says."""
     if run.pull is not PullPolicy.ALWAYS:
@@ -186,83 +164,53 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
     try:
         base = images.base_disk(image)
         share_with_qemu(base, hypervisor.qemu_ids(conn, accel))
-        with _Cleanup(store, uri, remove=run.remove) as job:
+        with _Cleanup(store, uri, remove=run.remove, detach=run.detach) as job:
             entrypoint, cmd = entrypoint_and_cmd(image.config, run)
             settings = state.Settings(
                 entrypoint=entrypoint, cmd=cmd, env=process.env, workdir=process.cwd,
                 user=process.user, hostname=hostname, tty=run.tty, open_stdin=run.interactive,
                 cpus=run.cpus, memory_mib=run.memory_mib, uri=uri, accel=accel.value,
                 kernel=str(assets.kernel), initrd=str(assets.initrd), base_disk=str(base),
+                log_max_size=run.log_max_size, log_max_files=run.log_max_files,
                 **_capability_settings(run.capabilities))
             container = job.container = state.create(
                 store, cid, run.name, run.image, image.id, run.command, remove=run.remove,
                 settings=settings)
-            files = state.paths(store, container.id)
-            create_overlay(base, files.overlay)
-            # virtlogd appends to an existing file and keeps its mode: root's alone.
-            files.console_log.touch(mode=0o600)
-            vm = VmSpec(
-                name=container.domain,
-                uuid=container.domain_uuid,
-                accel=accel,
-                vcpus=run.cpus,
-                memory_mib=run.memory_mib,
-                kernel=assets.kernel,
-                initrd=assets.initrd,
-                cmdline=CMDLINE,
-                overlay=files.overlay,
-                base=base,
-                ctl_socket=files.ctl_socket,
-                io_socket=files.io_socket,
-                console_log=files.console_log,
-                owner=state.owner(store, container),
-                loader=QBOOT if QBOOT.is_file() else None,
-            )
-            status = _boot_and_run(conn, vm, process, hostname, terminal, job.started)
-            if not run.remove:
+            create_overlay(base, state.paths(store, container.id).overlay)
+            status = _boot_and_run(conn, store, container, process, terminal, job,
+                                   detach=run.detach)
+            if run.detach:
+                print(container.id, flush=True)  # as `docker run -d` does
+            elif not run.remove:
                 state.record_exit(store, container, status)
             return status
     finally:
         conn.close()
 
 
-def _boot_and_run(conn: libvirt.virConnect, vm: VmSpec, process: ProcessSpec,
-                  hostname: str, terminal: Terminal | None,
-                  started_vm: Callable[[], None]) -> int:
-    xml = domain_xml(vm)
-    log.debug("domain XML:\n%s", xml)
-    started = time.monotonic()
-    with hypervisor.transient_domain(conn, xml) as dom:
-        started_vm()
+def _boot_and_run(conn: libvirt.virConnect, store: Store, container: state.Container,
+                  process: ProcessSpec, terminal: Terminal | None, job: _Cleanup,
+                  detach: bool) -> int:
+    with boot.booted(conn, store, container, detach=detach) as (c, dom, guest):
+        job.started(c)
 
         def alive() -> bool:
             return hypervisor.is_active(dom)
 
-        try:
-            with GuestSession.connect(vm.ctl_socket, vm.io_socket) as guest:
-                guest.paused = lambda: hypervisor.is_paused(dom)
-                try:
-                    guest.setup_container(hostname, _boot_timeout(), alive)
-                except (GuestGone, TimeoutError) as exc:
-                    why = "did not answer in time" if isinstance(exc, TimeoutError) else "stopped"
-                    raise BootFailed(f"the VM failed to boot: the guest agent {why}",
-                                     _console_tail(vm.console_log)) from None
-                log.debug("guest ready after %.2fs", time.monotonic() - started)
-                term = terminal if process.tty else None
-                size = term.size() if term is not None else None
-                with term.raw() if term is not None else contextlib.nullcontext():
-                    guest.start(1, process, size, main=True, alive=alive)
-                    return guest.pump(
-                        1,
-                        tty=process.tty,
-                        stdin_fd=0 if process.stdin else None,
-                        winsize=term.size if term is not None and term.follows_resizes
-                        else None,
-                        forward=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                                 signal.SIGUSR1, signal.SIGUSR2),
-                    )
-        except GuestGone as exc:
-            raise BootFailed(f"{exc}", _console_tail(vm.console_log)) from None
+        if detach:  # started, and left to its monitor
+            guest.start(1, process, None, main=True, alive=alive)
+            return 0
+        term = terminal if process.tty else None
+        size = term.size() if term is not None else None
+        with term.raw() if term is not None else contextlib.nullcontext():
+            guest.start(1, process, size, main=True, alive=alive)
+            return guest.pump(
+                1,
+                tty=process.tty,
+                stdin_fd=0 if process.stdin else None,
+                winsize=term.size if term is not None and term.follows_resizes else None,
+                forward=FORWARDED_SIGNALS,
+            )
 
 
 def _capability_settings(caps: frozenset[str] | None) -> dict[str, Any]:
@@ -282,17 +230,17 @@ class _Cleanup:
     detached reaper, so the user gets the exit status without waiting for libvirt.
     """
 
-    def __init__(self, store: Store, uri: str, remove: bool) -> None:
+    def __init__(self, store: Store, uri: str, remove: bool, detach: bool) -> None:
         self.store = store
         self.uri = uri
         self.remove = remove
+        self.detach = detach
         self.container: state.Container | None = None
         self.vm_started = False
 
-    def started(self) -> None:
+    def started(self, c: state.Container) -> None:
         self.vm_started = True
-        if self.container is not None:  # inspect's StartedAt, ps's "Up N minutes"
-            self.container = state.record_start(self.store, self.container)
+        self.container = c
 
     def __enter__(self) -> _Cleanup:
         return self
@@ -303,9 +251,11 @@ class _Cleanup:
         if c is None:
             return
         files = state.paths(self.store, c.id)
-        leftovers = [files.ctl_socket, files.io_socket]
+        leftovers = list(files.sockets)
         if self.remove or not self.vm_started:
             leftovers.append(files.dir)
+        if exc is None and self.detach:
+            return  # its monitor and libvirt carry on
         if exc is None:
             reaper.spawn(self.uri, c.domain_uuid, state.owner(self.store, c), leftovers)
             return

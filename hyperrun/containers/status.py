@@ -62,7 +62,9 @@ def of(conn: libvirt.virConnect, store: Store, c: Container) -> Status:
         dom = lifecycle.domain(conn, store, now)
         if dom is not None:
             pid = qemu_pid(dom.name())
-    return Status(now, state, pid, c.exit_status is None and now.exit_status is not None)
+    # Reconciling found an end nobody reported as it happened (a killed run or VM).
+    lost = c.exit_status is None and now.exit_status is not None and bool(now.error)
+    return Status(now, state, pid, lost)
 
 
 def all_statuses(conn: libvirt.virConnect, store: Store) -> list[Status]:

@@ -40,15 +40,18 @@ def connect(uri: str) -> libvirt.virConnect:
 
 
 @contextlib.contextmanager
-def transient_domain(conn: libvirt.virConnect, xml: str) -> Iterator[libvirt.virDomain]:
-    """Create a transient domain that libvirt destroys if this process goes away.
+def transient_domain(conn: libvirt.virConnect, xml: str,
+                     autodestroy: bool = True) -> Iterator[libvirt.virDomain]:
+    """Create a transient domain; destroy it if the body fails.
 
-    AUTODESTROY ties the domain to our connection: whether hyperrun exits normally,
-    fails or is killed, libvirtd ends the VM when the connection closes, so no guest is
-    ever left running behind the user's back.
+    With autodestroy the domain is tied to our connection: whether hyperrun exits
+    normally, fails or is killed, libvirtd ends the VM when the connection closes, so a
+    foreground container never runs on behind the user's back. Without it (run -d,
+    start) libvirt keeps the VM until it powers off or is destroyed.
     """
+    flags = libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0
     try:
-        dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+        dom = conn.createXML(xml, flags)
     except libvirt.libvirtError as exc:
         raise HypervisorError(
             f"libvirt could not start the VM: {exc.get_error_message()}",

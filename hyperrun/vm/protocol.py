@@ -29,6 +29,9 @@ class Msg(enum.IntEnum):
     EXEC = 2
     WINSIZE = 3
     SIGNAL = 4
+    # Asked of the container's monitor, never of the guest (docs/protocol.md "The monitor").
+    ATTACH = 16
+    PS = 17
     OK = 64
     ERROR = 65
     STARTED = 66

@@ -216,6 +216,21 @@ class GuestSession:
             raise ContainerError(reply.get("message") or "the process did not start", status)
         self._started.add(pid)
 
+    def attach(self, pid: int) -> None:
+        """Ask the monitor for process pid's output and exit from now on (`attach`)."""
+        self.send(Message.make(Msg.ATTACH, ("id", pid)))
+        try:
+            reply = self.wait_for(lambda m: m.type in (Msg.OK, Msg.ERROR), START_TIMEOUT,
+                                  lambda: True)
+        except TimeoutError:
+            raise GuestGone("the container's monitor did not answer") from None
+        if reply.type is Msg.ERROR:
+            raise ContainerError("the container's main process has already ended", 1)
+        self._started.add(pid)
+
+    def send_signal(self, pid: int, signum: int) -> None:
+        self.send(Message.make(Msg.SIGNAL, ("id", pid), ("signal", signum)))
+
     # -- streams -----------------------------------------------------------------------
 
     def pump(self, pid: int, *, tty: bool, stdin_fd: int | None,

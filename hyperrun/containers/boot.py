@@ -1,0 +1,130 @@
+"""Booting a container's VM: the domain, its monitor, and the guest's first handshake.
+
+`run` (attached or -d) and `start` share this path. The VM is libvirt's; a foreground
+`run` ties it to its own connection (AUTODESTROY: the VM ends with the command), while
+`run -d` and `start` leave it to libvirt. Either way a monitor holds the guest's channels
+for the VM's life, and this command is only its first client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+
+from hyperrun import capabilities
+from hyperrun.containers import records
+from hyperrun.containers.records import Container, Settings
+from hyperrun.errors import BootFailed, GuestGone
+from hyperrun.log import log
+from hyperrun.spec import Accel, ProcessSpec, VmSpec
+from hyperrun.store import Store
+from hyperrun.vm import hypervisor, monitor
+from hyperrun.vm.domain_xml import domain_xml
+from hyperrun.vm.session import GuestSession
+
+QBOOT = Path("/usr/share/qemu/qboot.rom")
+CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init"
+CONSOLE_TAIL_LINES = 25
+CONSOLE_TAIL_BYTES = 64 << 10
+
+
+def vm_spec(store: Store, c: Container) -> VmSpec:
+    """The VM of container c, from what its record says it was created with."""
+    s = c.settings
+    files = records.paths(store, c.id)
+    return VmSpec(
+        name=c.domain,
+        uuid=c.domain_uuid,
+        accel=Accel(s.accel),
+        vcpus=s.cpus,
+        memory_mib=s.memory_mib,
+        kernel=Path(s.kernel),
+        initrd=Path(s.initrd),
+        cmdline=CMDLINE,
+        overlay=files.overlay,
+        base=Path(s.base_disk),
+        ctl_socket=files.ctl_socket,
+        io_socket=files.io_socket,
+        console_log=files.console_log,
+        owner=records.owner(store, c),
+        loader=QBOOT if QBOOT.is_file() else None,
+    )
+
+
+def main_process(s: Settings) -> ProcessSpec:
+    """The main process of a container, as it was first started."""
+    return ProcessSpec(args=s.args, env=s.env, cwd=s.workdir or "/", user=s.user, tty=s.tty,
+                       stdin=s.open_stdin, capabilities=capability_set(s))
+
+
+def capability_set(s: Settings) -> frozenset[str] | None:
+    """The capabilities recorded for a container (None: privileged, all of them)."""
+    if s.privileged:
+        return None
+    return (capabilities.DEFAULT | frozenset(s.cap_add)) - frozenset(s.cap_drop)
+
+
+def console_tail(path: Path) -> str:
+    # Only the file's end: the guest can write its console without limit.
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - CONSOLE_TAIL_BYTES))
+            data = f.read(CONSOLE_TAIL_BYTES)
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-CONSOLE_TAIL_LINES:])
+
+
+def boot_timeout() -> float:
+    return float(os.environ.get("HYPERRUN_BOOT_TIMEOUT", "90"))
+
+
+@contextlib.contextmanager
+def booted(conn: libvirt.virConnect, store: Store, c: Container,
+           detach: bool) -> Iterator[tuple[Container, libvirt.virDomain, GuestSession]]:
+    """Boot c's VM and its monitor; yield the record, the domain and a prepared guest.
+
+    On the way out the session closes; the VM stays unless an exception left this
+    context (then it is destroyed, as a half-started container must not run on).
+    """
+    vm = vm_spec(store, c)
+    files = records.paths(store, c.id)
+    binary = monitor.binary(store.boot)
+    files.exit_file.unlink(missing_ok=True)  # a stale one from an earlier boot
+    # virtlogd appends to an existing file and keeps its mode: root's alone.
+    files.console_log.touch(mode=0o600)
+    xml = domain_xml(vm)
+    log.debug("domain XML:\n%s", xml)
+    started = time.monotonic()
+    with hypervisor.transient_domain(conn, xml, autodestroy=not detach) as dom:
+        try:
+            pid = monitor.spawn(monitor.MonitorSpec(
+                binary=binary, ctl_socket=files.ctl_socket, io_socket=files.io_socket,
+                listen=files.mon_socket, dir=files.dir,
+                log_max_size=c.settings.log_max_size, log_max_files=c.settings.log_max_files,
+                diagnostics=files.monitor_log))
+        except GuestGone as exc:
+            raise BootFailed(f"{exc}", console_tail(vm.console_log)) from None
+        c = records.record_start(store, c, monitor_pid=pid, detached=detach)
+
+        def alive() -> bool:
+            return hypervisor.is_active(dom)
+
+        try:
+            with monitor.session(files.mon_socket) as guest:
+                guest.paused = lambda: hypervisor.is_paused(dom)
+                try:
+                    guest.setup_container(c.settings.hostname, boot_timeout(), alive)
+                except (GuestGone, TimeoutError) as exc:
+                    why = "did not answer in time" if isinstance(exc, TimeoutError) else "stopped"
+                    raise BootFailed(f"the VM failed to boot: the guest agent {why}",
+                                     console_tail(vm.console_log)) from None
+                log.debug("guest ready after %.2fs", time.monotonic() - started)
+                yield c, dom, guest
+        except GuestGone as exc:
+            raise BootFailed(f"{exc}", console_tail(vm.console_log)) from None
