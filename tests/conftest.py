@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -46,6 +47,12 @@ REPO = Path(__file__).resolve().parent.parent
 def _build(script: str) -> Path:
     out = subprocess.run(["bash", str(REPO / script)], check=True, capture_output=True, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+@functools.cache
+def monitor_binary() -> Path:
+    """hyperrun-monitor, built once per session (monitor/build caches it by content)."""
+    return _build("monitor/build")
 
 
 def _first_layer(oci_tar: Path) -> bytes:
@@ -97,7 +104,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> VmEnv:
         store.ensure()
         shutil.copy(_build("kernel/build"), store.boot / "vmlinuz")
         shutil.copy(_build("initrd/build"), store.boot / "initrd.img")
-        shutil.copy(_build("monitor/build"), store.boot / "hyperrun-monitor")
+        shutil.copy(monitor_binary(), store.boot / "hyperrun-monitor")
         work = tmp_path_factory.mktemp("images")
         busybox = work / "busybox.tar"
         subprocess.run([sys.executable, str(REPO / "scripts/make-busybox-image"), str(busybox)],

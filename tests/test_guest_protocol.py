@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from conftest import monitor_binary
 from fake_guest import (
     FakeGuest,
     GuestEnd,
@@ -422,31 +425,41 @@ class FakeConnection:
 
 
 def boot_and_run(tmp_path: Path, *steps: Step) -> tuple[FakeConnection, Exception]:
-    """_boot_and_run against a guest playing CONTAINER -> OK, then `steps` after EXEC."""
-    from hyperrun.containers.run import _boot_and_run
-    from hyperrun.spec import Accel, DomainOwner, VmSpec
+    """_boot_and_run, through a real monitor, against a guest playing CONTAINER -> OK,
+    then `steps` after EXEC."""
+    from hyperrun.containers import records as state
+    from hyperrun.containers.run import _boot_and_run, _Cleanup
+    from hyperrun.store import Store
 
-    vm = VmSpec(name="t", uuid="00000000-0000-0000-0000-000000000000", accel=Accel.TCG,
-                vcpus=1, memory_mib=64, kernel=tmp_path / "k", initrd=tmp_path / "i",
-                cmdline="", overlay=tmp_path / "o", base=tmp_path / "b",
-                ctl_socket=tmp_path / "ctl.sock", io_socket=tmp_path / "io.sock",
-                console_log=tmp_path / "console.log",
-                owner=DomainOwner(store_id="0" * 32, container_id="1" * 64))
-    vm.console_log.write_text("[ 0.1] booting\n" + HOSTILE + "\n")
-    listening = ListeningGuest(vm.ctl_socket, vm.io_socket)
-
-    def script(g: GuestEnd) -> None:
-        after(Msg.CONTAINER, ("ctl", frame(Msg.OK, b"")))(g)
-        after(Msg.EXEC, *steps)(g)
-
-    listening.play(script)
-    conn = FakeConnection()
+    store = Store(Path(tempfile.mkdtemp(dir="/tmp", prefix="hr-")))  # sun_path is short
     try:
-        with pytest.raises(HyperrunError) as info:
-            _boot_and_run(conn, vm, SPEC, "h", None, lambda: None)  # type: ignore[arg-type]
+        store.ensure()
+        shutil.copy(monitor_binary(), store.boot / "hyperrun-monitor")
+        settings = state.Settings(accel="tcg", cpus=1, memory_mib=64, hostname="h",
+                                  kernel=str(tmp_path / "k"), initrd=str(tmp_path / "i"),
+                                  base_disk=str(tmp_path / "b"))
+        c = state.create(store, state.new_id(), None, "busybox", "sha256:" + "0" * 64,
+                         ("true",), remove=False, settings=settings)
+        files = state.paths(store, c.id)
+        files.console_log.write_text("[ 0.1] booting\n" + HOSTILE + "\n")
+        listening = ListeningGuest(files.ctl_socket, files.io_socket)
+
+        def script(g: GuestEnd) -> None:
+            after(Msg.CONTAINER, ("ctl", frame(Msg.OK, b"")))(g)
+            after(Msg.EXEC, *steps)(g)
+
+        listening.play(script)
+        conn = FakeConnection()
+        job = _Cleanup(store, "test:///default", remove=False, detach=False)
+        try:
+            with pytest.raises(HyperrunError) as info:
+                _boot_and_run(conn, store, c, SPEC, None, job,  # type: ignore[arg-type]
+                              detach=False)
+        finally:
+            listening.close()
+        return conn, info.value
     finally:
-        listening.close()
-    return conn, info.value
+        shutil.rmtree(store.root, ignore_errors=True)
 
 
 def test_protocol_violation_stops_the_vm(tmp_path: Path) -> None:
