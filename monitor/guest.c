@@ -93,6 +93,8 @@ static void on_error(const unsigned char *frame, const unsigned char *p, uint32_
 		main_finished(status, message);
 	}
 	/* It never started: no EOF will follow. */
+	if (proc->main)
+		main_output_done = true;
 	*proc = (struct proc){ .owner = -1 };
 }
 
@@ -176,5 +178,9 @@ void guest_io_frame(void *ctx, uint32_t stream, const unsigned char *frame, uint
 	/* The log first: it must not depend on anyone reading. */
 	if (proc->main && len > 0)
 		log_output(&mainlog, (enum stream_kind)kind, frame + HEADER_SIZE, len);
+	if (proc->main && len == 0) {
+		proc->ended |= (unsigned char)(1u << kind);
+		main_output_done = (proc->ended & proc->streams) == proc->streams;
+	}
 	to_watchers(proc, frame, HEADER_SIZE + (size_t)len, true);
 }

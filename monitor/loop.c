@@ -68,13 +68,17 @@ static bool queues_empty(void)
 	return true;
 }
 
-/* After main's EXIT: ms until we hang up, 0 for now, -1 for not yet decided by time. */
+/*
+ * After main's EXIT: ms until we hang up, 0 for now, -1 for not yet decided by
+ * time. Main's EOFs are waited for too (at most EXIT_LINGER_MS): they travel on
+ * the other socket and may still be on their way with the end of the log.
+ */
 static int linger_ms(void)
 {
 	if (!main_done)
 		return -1;
 	long long left = main_done_at + EXIT_LINGER_MS - now_ms();
-	if (queues_empty() && (client_count() == 0 || left <= 0))
+	if (queues_empty() && (left <= 0 || (client_count() == 0 && main_output_done)))
 		return 0;
 	return left > 0 ? (int)left : -1;
 }

@@ -155,6 +155,8 @@ struct proc {
 	/* exited: kept until its slot is needed, so EOFs after EXIT still arrive */
 	bool used, main, exited;
 	uint32_t id;
+	unsigned char streams;  /* bit per output kind the guest will end with EOF */
+	unsigned char ended;    /* bit per kind whose EOF has arrived */
 	int owner;             /* client slot, -1 once it is gone */
 	uint64_t subscribers;  /* client slots (ATTACH) */
 	unsigned long long seq; /* when it exited, to evict the oldest first */
@@ -174,6 +176,7 @@ extern struct guest guest;
 extern struct logfile mainlog;
 extern int container_dirfd;
 extern bool main_done;         /* main's EXIT or ERROR has been handled */
+extern bool main_output_done;  /* and every EOF of its output has arrived */
 extern long long main_done_at;
 
 void client_accept(int listen_fd);

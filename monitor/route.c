@@ -19,12 +19,14 @@ struct client clients[MAX_CLIENTS];
 struct proc procs[MAX_PROCS];
 struct guest guest = { .ctl = -1, .io = -1 };
 bool main_done;
+bool main_output_done;
 long long main_done_at;
 
 static bool container_sent;
 int setup_waiter = -1;
 static bool doomed[MAX_CLIENTS]; /* dropped once the current dispatch is over */
 unsigned long long exit_seq;
+static unsigned long ignored_from_clients; /* unknown request types, for a debugger */
 
 /* --- clients ------------------------------------------------------------------ */
 
@@ -233,6 +235,10 @@ static void client_exec(int slot, const unsigned char *frame, const unsigned cha
 	}
 	const char *m = payload_get(p, len, "main", &dup);
 	proc->main = m && strcmp(m, "1") == 0;
+	/* With a tty the pty carries both: there is no stderr stream to end. */
+	const char *tty = payload_get(p, len, "tty", &dup);
+	proc->streams = tty && strcmp(tty, "1") == 0 ? 1u << KIND_STDOUT
+						     : (1u << KIND_STDOUT) | (1u << KIND_STDERR);
 	proc->owner = slot;
 	to_guest(&guest.ctl_out, frame, len);
 }
@@ -307,7 +313,9 @@ void client_ctl_frame(void *ctx, uint32_t type, const unsigned char *frame, uint
 		client_ps(slot);
 		return;
 	default:
-		return; /* a client is root and trusted: nothing to defend against */
+		/* A client is root and trusted: nothing to defend against. */
+		ignored_from_clients++;
+		return;
 	}
 }
 

@@ -531,3 +531,17 @@ def test_an_owner_that_never_reads_pauses_only_the_guest_io(mon: Monitor) -> Non
     writer.join(TIMEOUT)
     assert frames == 400
     assert mon.alive()
+
+
+def test_output_after_main_exit_still_reaches_the_log(mon: Monitor) -> None:
+    a = mon.client()
+    mon.start(a, 1, main=True)
+    a.close()  # `run -d`: nobody is connected when the container ends
+    mon.ctl.sendall(exited(1, 0))
+    time.sleep(0.5)  # its output's tail is still on the other socket
+    assert mon.alive()
+    mon.io.sendall(out(1, b"tail\n") + eofs(1))
+    assert at_eof(mon.ctl, 3)
+    records = parse_log((mon.dir / "container.log").read_bytes())
+    assert records == [("stdout", b"tail\n")]
+    assert mon.exit_file() == "0\n\n"
