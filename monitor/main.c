@@ -101,23 +101,24 @@ static struct sockaddr_un address(const char *path)
 	return a;
 }
 
-/* QEMU creates its sockets while the domain starts: retry until they appear. */
+/* QEMU creates its sockets while the domain starts: retry until they appear.
+ * Nonblocking, so a full backlog (EAGAIN) is retried too, never waited on
+ * past the deadline. */
 static int connect_qemu(const char *path, long long deadline)
 {
 	struct sockaddr_un a = address(path);
 
 	for (;;) {
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd < 0)
 			fail("socket for", path);
-		if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-			fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
 			return fd;
-		}
 		int err = errno;
 		close(fd);
 		errno = err;
-		if ((err != ENOENT && err != ECONNREFUSED) || now_ms() >= deadline)
+		bool again = err == ENOENT || err == ECONNREFUSED || err == EAGAIN;
+		if (!again || now_ms() >= deadline)
 			fail("cannot connect to", path);
 		usleep(CONNECT_RETRY_MS * 1000);
 	}

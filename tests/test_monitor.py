@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from fake_guest import ctl, eofs, exited, out, started
 
+from hyperrun.spec import ProcessSpec
 from hyperrun.vm.protocol import HEADER, Msg, Stream, encode_fields, frame, stream_id
+from hyperrun.vm.session import GuestSession
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
@@ -545,3 +547,63 @@ def test_output_after_main_exit_still_reaches_the_log(mon: Monitor) -> None:
     records = parse_log((mon.dir / "container.log").read_bytes())
     assert records == [("stdout", b"tail\n")]
     assert mon.exit_file() == "0\n\n"
+
+
+def test_python_guest_session_runs_through_the_monitor(
+        mon: Monitor, capfd: pytest.CaptureFixture[str]) -> None:
+    """The host's own GuestSession, unchanged, on the two fds the monitor hands out."""
+    def guest() -> None:
+        assert mon.guest_msg()[0] == Msg.CONTAINER
+        mon.ctl.sendall(ctl(Msg.OK))
+        assert mon.guest_msg()[0] == Msg.EXEC
+        mon.ctl.sendall(started(1))
+        mon.io.sendall(out(1, b"hello\n") + eofs(1))
+        mon.ctl.sendall(exited(1, 42))
+
+    thread = threading.Thread(target=guest, daemon=True)
+    thread.start()
+    client = mon.client()
+    for s in (client.ctl, client.io):
+        s.settimeout(None)
+    session = GuestSession(client.ctl, client.io)
+    session.setup_container("box", TIMEOUT, lambda: True)
+    session.start(1, ProcessSpec(args=("true",)), None, main=True, alive=lambda: True)
+    assert session.pump(1, tty=False, stdin_fd=None) == 42
+    assert capfd.readouterr().out == "hello\n"
+    thread.join(TIMEOUT)
+    assert mon.exit_file() == "42\n\n"
+
+
+def test_a_client_breaking_the_framing_is_dropped_alone(mon: Monitor) -> None:
+    good = mon.client()
+    mon.start(good, 1, main=True)
+    for bad in (HEADER.pack(Msg.SIGNAL, (1 << 20) + 1), frame(Msg.SIGNAL, b"id=1")):
+        c = mon.client()
+        c.send(bad)
+        assert at_eof(c.ctl)
+    c = mon.client()
+    c.io.sendall(HEADER.pack(stream_id(1, Stream.STDIN), (1 << 16) + 1))
+    assert at_eof(c.ctl)
+    c = mon.client()
+    c.send(ctl(99, ("x", 1)))  # unknown requests are ignored
+    c.send(ctl(PS))
+    assert c.msg() == (Msg.OK, {"proc": "1"})
+    good.io.sendall(frame(stream_id(1, Stream.STDIN), b"in"))
+    assert read_frame(mon.io) == (stream_id(1, Stream.STDIN), b"in")
+    mon.io.sendall(out(1, b"ok\n"))
+    assert read_frame(good.io) == (stream_id(1, Stream.STDOUT), b"ok\n")
+
+
+def test_at_most_64_clients(mon: Monitor) -> None:
+    clients = [mon.client() for _ in range(64)]
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(TIMEOUT)
+    conn.connect(str(mon.sock))
+    msg, fds, _, _ = socket.recv_fds(conn, 1, 2)
+    assert (msg, fds) == (b"", [])
+    conn.close()
+    clients.pop().close()
+    time.sleep(0.1)
+    again = mon.client()
+    again.send(ctl(PS))
+    assert again.msg() == (Msg.OK, {})
