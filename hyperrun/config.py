@@ -3,6 +3,7 @@
     run:                      # defaults for `hyperrun run`; its flags override them
       cpus: 2
       memory: 1g
+      accel: auto             # kvm, tcg or auto (kvm when the host can, else tcg)
     registries:
       docker.io:
         mirrors: [https://mirror.example.com]   # tried in order for pulls, then docker.io
@@ -71,6 +72,7 @@ class PullConfig:
 class Config:
     cpus: str | None = None
     memory: str | None = None
+    accel: str | None = None
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
     pull: PullConfig = PullConfig()
     max_image_size: int | None = None  # bytes; None: images/limits.py's default
@@ -119,7 +121,10 @@ def parse(doc: Any, where: str = "config") -> Config:
     if doc is None:
         return Config()
     top = _mapping(doc, where, {"run", "registries", "pull", "images"})
-    run = _mapping(top.get("run") or {}, f"{where}: run", {"cpus", "memory"})
+    run = _mapping(top.get("run") or {}, f"{where}: run", {"cpus", "memory", "accel"})
+    accel = _scalar(run.get("accel"), f"{where}: run.accel")
+    if accel is not None and accel not in ("auto", "kvm", "tcg"):
+        raise UsageError(f"{where}: run.accel must be auto, kvm or tcg", hint=_HINT)
     registries = {}
     for host, value in _mapping(top.get("registries") or {}, f"{where}: registries").items():
         label = f"{where}: registries.{host}"
@@ -146,6 +151,7 @@ def parse(doc: Any, where: str = "config") -> Config:
     return Config(
         cpus=_scalar(run.get("cpus"), f"{where}: run.cpus"),
         memory=_scalar(run.get("memory"), f"{where}: run.memory"),
+        accel=accel,
         registries=registries,
         pull=_pull(top.get("pull") or {}, f"{where}: pull"),
         max_image_size=None if max_size is None

@@ -105,3 +105,5 @@ class VmSpec:
     owner: DomainOwner
     loader: Path | None = None
     emulator: Path | None = None
+    # TCG's translation cache in MiB (None: QEMU's default); it dominates QEMU's own RSS.
+    tb_cache_mib: int | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import ImageSpec, file, oci_layout_files, tar_bytes, write_tar
 
+from hyperrun.errors import HyperrunError
 from hyperrun.spec import Accel
 from hyperrun.vm import accel
 
@@ -180,6 +181,19 @@ def test_image_env_too_large_for_the_guest(root: Path) -> None:
 def test_tcg_is_only_picked_where_kvm_is_unusable() -> None:
     expected = Accel.KVM if accel.kvm_problem() is None else Accel.TCG
     assert accel.resolve(Accel.AUTO, warn=False) is expected
+
+
+def test_the_tcg_warning_is_given_once_per_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse2\n")  # no vmx, no svm
+    marker = tmp_path / "tcg-warned"
+    for _ in range(2):
+        assert accel.resolve(Accel.AUTO, once=marker, cpuinfo=cpuinfo) is Accel.TCG
+    err = capsys.readouterr().err
+    assert err.count("using TCG software emulation") == 1 and marker.exists()
+    with pytest.raises(HyperrunError, match="--accel kvm"):
+        accel.resolve(Accel.KVM, once=marker, cpuinfo=cpuinfo)
 
 
 def test_failure_before_boot_leaves_nothing(root: Path) -> None:

@@ -56,6 +56,15 @@ def test_without_loader_uses_default_firmware() -> None:
     assert "<loader" not in domain_xml(_vm(loader=None))
 
 
+def test_the_tcg_translation_cache_is_sized_only_under_tcg() -> None:
+    from dataclasses import replace
+
+    xml = domain_xml(replace(_vm(Accel.TCG), tb_cache_mib=32))
+    assert "<tcg>\n      <tb-cache unit=\"MiB\">32</tb-cache>\n    </tcg>" in xml
+    assert "tb-cache" not in domain_xml(replace(_vm(Accel.KVM), tb_cache_mib=32))
+    assert "tb-cache" not in domain_xml(_vm(Accel.TCG))
+
+
 def test_libvirt_test_driver_accepts_define_create_destroy() -> None:
     conn = libvirt.open("test:///default")
     try:

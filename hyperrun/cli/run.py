@@ -55,8 +55,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
                    default=PullPolicy.MISSING.value,
                    help="pull the image: missing (default), always or never")
     p.add_argument("-q", "--quiet", action="store_true", help="suppress the pull output")
-    p.add_argument("--accel", choices=[a.value for a in Accel], default=Accel.AUTO.value,
-                   help="kvm, tcg (software emulation) or auto (default)")
+    p.add_argument("--accel", choices=[a.value for a in Accel],
+                   help="kvm, tcg (software emulation) or auto (default: run.accel in "
+                        "config.yaml, else auto)")
     p.add_argument("--kernel", type=Path, help="boot this guest kernel instead")
     p.add_argument("--connect", help="libvirt URI (default $HYPERRUN_CONNECT or qemu:///system)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -160,7 +161,7 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         **parse_log_opts(args.log_opt),
         cpus=parse_cpus(args.cpus or defaults.cpus or "1"),
         memory_mib=parse_memory(args.memory or defaults.memory or "512m"),
-        accel=Accel(args.accel),
+        accel=Accel(args.accel or defaults.accel or Accel.AUTO.value),
         kernel=args.kernel,
         pull=PullPolicy(args.pull),
         quiet=args.quiet,

@@ -29,6 +29,8 @@ from hyperrun.vm.session import GuestSession
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init"
+# See docs/benchmarks.md "Density": QEMU's default cache is sized for big guests.
+TB_CACHE_MIB: int | None = None
 CONSOLE_TAIL_LINES = 25
 CONSOLE_TAIL_BYTES = 64 << 10
 
@@ -53,7 +55,16 @@ def vm_spec(store: Store, c: Container) -> VmSpec:
         console_log=files.console_log,
         owner=records.owner(store, c),
         loader=QBOOT if QBOOT.is_file() else None,
+        tb_cache_mib=_tb_cache_mib(),
     )
+
+
+def _tb_cache_mib() -> int | None:
+    """TCG's translation cache: HYPERRUN_TB_CACHE_MIB (for benchmarks), else TB_CACHE_MIB."""
+    value = os.environ.get("HYPERRUN_TB_CACHE_MIB", "")
+    if value.isdigit() and 1 <= int(value) <= 4096:
+        return int(value)
+    return TB_CACHE_MIB
 
 
 def main_process(s: Settings) -> ProcessSpec:

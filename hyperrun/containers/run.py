@@ -159,7 +159,7 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
     process = process_spec(image.config, run, hostname)
     check_exec_size(process)
     assets = boot_assets(store, run.kernel)
-    accel = accel_mod.resolve(run.accel)
+    accel = accel_mod.resolve(run.accel, once=store.root / "tcg-warned")
     conn = hypervisor.connect(uri)
     try:
         base = images.base_disk(image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -40,8 +41,13 @@ def kvm_problem(cpuinfo: Path = Path("/proc/cpuinfo"), dev: Path = Path("/dev/kv
     return None
 
 
-def resolve(requested: Accel, warn: bool = True, **probe: Path) -> Accel:
-    """Turn --accel auto|kvm|tcg into kvm or tcg, warning once when falling back."""
+def resolve(requested: Accel, warn: bool = True, once: Path | None = None,
+            **probe: Path) -> Accel:
+    """Turn --accel auto|kvm|tcg into kvm or tcg, warning when falling back.
+
+    With `once`, a marker file, the warning is given only while the marker does not
+    exist (once per store: `hyperrun info` keeps saying it).
+    """
     if requested is Accel.TCG:
         return Accel.TCG
     problem = kvm_problem(**probe)
@@ -52,6 +58,10 @@ def resolve(requested: Accel, warn: bool = True, **probe: Path) -> Accel:
             f"--accel kvm: hardware virtualisation is not available ({problem})",
             hint="use --accel tcg (software emulation) or --accel auto",
         )
-    if warn:
-        warning(f"no hardware virtualisation ({problem}); using TCG software emulation")
+    if warn and (once is None or not once.exists()):
+        warning(f"no hardware virtualisation ({problem}); using TCG software emulation"
+                + (" (said once; `hyperrun info` tells again)" if once is not None else ""))
+        if once is not None:
+            with contextlib.suppress(OSError):
+                once.touch(mode=0o600)
     return Accel.TCG

@@ -47,6 +47,9 @@ def domain_xml(vm: VmSpec) -> str:
 
     features = _sub(dom, "features")
     _sub(features, "acpi")  # the agent powers off through ACPI
+    if vm.accel is Accel.TCG and vm.tb_cache_mib is not None:
+        tcg = _sub(features, "tcg")
+        _sub(tcg, "tb-cache", str(vm.tb_cache_mib), unit="MiB")
     if vm.accel is Accel.KVM:
         _sub(dom, "cpu", mode="host-passthrough")
     _sub(dom, "clock", offset="utc")
