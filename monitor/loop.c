@@ -77,6 +77,13 @@ static int linger_ms(void)
 {
 	if (!main_done)
 		return -1;
+	/*
+	 * The wait counts only while output can flow: a client that reads slowly
+	 * (its queue not empty, so the guest is not read) must not lose the tail
+	 * still inside the guest because the clock ran while it caught up.
+	 */
+	if (!queues_empty() || owner_backlogged())
+		main_done_at = now_ms();
 	long long left = main_done_at + EXIT_LINGER_MS - now_ms();
 	if (queues_empty() && (left <= 0 || (client_count() == 0 && main_output_done)))
 		return 0;

@@ -50,7 +50,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     loaded = _hyperrun(root, "load", "-q", "-i", str(archive))
     assert loaded.returncode == 0, loaded.stderr
     (root / "boot").mkdir(exist_ok=True)
-    for name in ("vmlinuz", "initrd.img"):
+    for name in ("vmlinuz", "initrd.img", "hyperrun-monitor"):
         (root / "boot" / name).write_bytes(b"not booted by these tests")
     return root
 

@@ -179,8 +179,8 @@ def _read_until(fd: int, want: bytes, timeout: float = 60) -> bytes:
 
 
 def test_two_exec_sessions_at_once_each_with_its_own_terminal(vm) -> None:
-    with detached(vm, "busybox", "sleep", "600", name="shared"):
-        sessions = [_pty_exec(vm, "shared", "sh", "-c",
+    with detached(vm, "busybox", "sleep", "600", name="lc-shared"):
+        sessions = [_pty_exec(vm, "lc-shared", "sh", "-c",
                               "tty; echo ready; read x; echo got-$x; exit 9")
                     for _ in range(2)]
         try:

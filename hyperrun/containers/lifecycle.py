@@ -48,7 +48,11 @@ def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Conta
     files = records.paths(store, c.id)
     ended = records.read_exit(files)
     if ended is not None:  # its monitor wrote down how the main process ended
-        return records.record_lost(store, c, *ended), State.EXITED
+        status, message = ended
+        if message and status == EXIT_KILLED and not c.detached and not (
+                c.owner_pid and process_alive(c.owner_pid)):
+            message = KILLED_NOTE.format(pid=c.owner_pid)  # AUTODESTROY took the VM along
+        return records.record_lost(store, c, status, message), State.EXITED
     if monitor.alive(c.monitor_pid, files.mon_socket):
         # The VM has just gone; its monitor is about to write down how it ended.
         return c, State.UP if c.started else State.CREATED

@@ -29,7 +29,7 @@ from hyperrun.images.store import ImageStore
 from hyperrun.spec import ProcessSpec, PullPolicy, RunSpec, WinSize
 from hyperrun.store import Store, remove_path
 from hyperrun.vm import accel as accel_mod
-from hyperrun.vm import hypervisor
+from hyperrun.vm import hypervisor, monitor
 from hyperrun.vm.protocol import CTL_MAX, encode_fields
 
 # What a foreground run passes on to the container's main process, as docker's
@@ -63,6 +63,7 @@ def boot_assets(store: Store, kernel: Path | None) -> BootAssets:
         raise BootAssetsMissing("guest kernel", str(kernel))
     if not initrd.is_file():
         raise BootAssetsMissing("guest initrd", str(initrd))
+    monitor.binary(store.boot)  # needed once the VM is up: missing, refuse before
     return BootAssets(kernel.absolute(), initrd.absolute())
 
 
