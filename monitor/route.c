@@ -223,6 +223,11 @@ static void client_exec(int slot, const unsigned char *frame, const unsigned cha
 		reply_error(slot, 0, STATUS_AGENT, "invalid process id");
 		return;
 	}
+	if (main_done) {
+		/* The agent is about to power the VM off: nothing more starts. */
+		reply_error(slot, id, STATUS_AGENT, "the container is stopping");
+		return;
+	}
 	if (find_proc(id, false)) {
 		snprintf(text, sizeof text, "process id %u is in use", id);
 		reply_error(slot, id, STATUS_AGENT, text);

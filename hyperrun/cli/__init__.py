@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from hyperrun import __version__, log
-from hyperrun.cli import containers as cli_containers
-from hyperrun.cli import image_verbs as cli_image_verbs
-from hyperrun.cli import images as cli_images
-from hyperrun.cli import inspect as cli_inspect
-from hyperrun.cli import lifecycle as cli_lifecycle
-from hyperrun.cli import prune as cli_prune
-from hyperrun.cli import registry as cli_registry
-from hyperrun.cli import run as cli_run
-from hyperrun.cli import running as cli_running
-from hyperrun.cli import stats as cli_stats
-from hyperrun.cli import system as cli_system
 from hyperrun.errors import EXIT_HYPERRUN, EXIT_USAGE, HyperrunError
 from hyperrun.store import Store
+
+# The module that registers each verb, in the order `--help` lists them. Only the one a
+# command names is imported: the others' libraries (libvirt, the image store, HTTP)
+# would cost a tenth of a second of start-up, which matters most to `exec`.
+VERBS = {
+    "run": "run",
+    "exec": "lifecycle", "attach": "lifecycle", "logs": "lifecycle", "stop": "lifecycle",
+    "restart": "lifecycle", "kill": "lifecycle", "start": "lifecycle",
+    "ps": "containers", "rm": "containers", "rename": "containers",
+    "pause": "running", "unpause": "running", "wait": "running",
+    "stats": "stats",
+    "inspect": "inspect",
+    "load": "images", "import": "images", "images": "images", "rmi": "images",
+    "tag": "image_verbs", "save": "image_verbs", "history": "image_verbs",
+    "image": "image_verbs",
+    "system": "prune",
+    "pull": "registry", "login": "registry", "logout": "registry",
+    "info": "system", "version": "system",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,20 +38,33 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _requested_verb(argv: list[str]) -> str | None:
+    """The verb a command line names, if it is the first word after hyperrun's options."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in VERBS else None
+        if arg in ("-h", "--help", "--version"):
+            return None
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with argv, only the verb argv names is registered (see VERBS)."""
     parser = _Parser(prog="hyperrun", description="Run OCI images in lightweight VMs.")
     parser.add_argument("--version", action="version", version=f"hyperrun {__version__}")
     parser.add_argument("--debug", action="store_true", help="log every step; show tracebacks")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
-    for module in (cli_run, cli_lifecycle, cli_containers, cli_running, cli_stats,
-                   cli_inspect, cli_images, cli_image_verbs, cli_prune, cli_registry, cli_system):
-        module.register(verbs)
+    wanted = _requested_verb(argv) if argv is not None else None
+    modules = [VERBS[wanted]] if wanted else list(dict.fromkeys(VERBS.values()))
+    for name in modules:
+        importlib.import_module(f"hyperrun.cli.{name}").register(verbs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     log.setup(args.debug)
     try:
         return args.func(args, Store.default())

@@ -1,4 +1,9 @@
-"""The verbs of a container's life after `run`: exec, attach, logs, stop, kill, start, restart."""
+"""The verbs of a container's life after `run`: exec, attach, logs, stop, kill, start, restart.
+
+`exec` and `attach` into a running container need no libvirt (containers/exec.py), so
+what only the other verbs need (libvirt, the verbs' shared loop) is imported by them:
+an exec is an RPC, and Python's imports are most of its cost.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +15,18 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-import libvirt
-
-from hyperrun.cli.containers import each_container
-from hyperrun.cli.run import _env_entries
+from hyperrun.cli.envfile import env_entries
 from hyperrun.cli.terminal import UserTerminal
-from hyperrun.containers import control, lifecycle, logs, records
 from hyperrun.containers import exec as exec_mod
-from hyperrun.containers.lifecycle import State
+from hyperrun.containers import logs, records
 from hyperrun.errors import UsageError
 from hyperrun.store import Store
-from hyperrun.vm import hypervisor
+from hyperrun.vm.uri import uri_from_env
+
+if TYPE_CHECKING:
+    import libvirt
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -93,32 +98,33 @@ def parse_signal(text: str) -> int:
                          hint="give a name such as TERM, KILL, HUP or a number") from None
 
 
+def _uri(args: argparse.Namespace) -> str:
+    return uri_from_env(args.connect)
+
+
 def _connect(args: argparse.Namespace) -> libvirt.virConnect:
-    return hypervisor.connect(hypervisor.uri_from_env(args.connect))
+    from hyperrun.vm import hypervisor
+
+    return hypervisor.connect(_uri(args))
 
 
 def exec_verb(args: argparse.Namespace, store: Store) -> int:
-    conn = _connect(args)
-    try:
-        c = records.find(store, args.container)
-        spec = exec_mod.exec_spec(c, tuple(args.command), _env_entries(args), args.workdir,
-                                  args.user, args.tty, args.interactive)
-        return exec_mod.exec_in(conn, store, c.id, spec, detach=args.detach,
-                                terminal=UserTerminal() if args.tty else None)
-    finally:
-        conn.close()
+    c = records.find(store, args.container)
+    spec = exec_mod.exec_spec(c, tuple(args.command), env_entries(args), args.workdir,
+                              args.user, args.tty, args.interactive)
+    return exec_mod.exec_in(store, c.id, spec, uri=_uri(args), detach=args.detach,
+                            terminal=UserTerminal() if args.tty else None)
 
 
 def attach_verb(args: argparse.Namespace, store: Store) -> int:
-    conn = _connect(args)
-    try:
-        return exec_mod.attach(conn, store, args.container, UserTerminal(),
-                               stdin=not args.no_stdin)
-    finally:
-        conn.close()
+    return exec_mod.attach(store, args.container, _uri(args), UserTerminal(),
+                           stdin=not args.no_stdin)
 
 
 def stop_verb(args: argparse.Namespace, store: Store) -> int:
+    from hyperrun.cli.containers import each_container
+    from hyperrun.containers import control
+
     signum = parse_signal(args.signal)
 
     def act(conn: libvirt.virConnect, ref: str) -> str:
@@ -128,6 +134,9 @@ def stop_verb(args: argparse.Namespace, store: Store) -> int:
 
 
 def restart_verb(args: argparse.Namespace, store: Store) -> int:
+    from hyperrun.cli.containers import each_container
+    from hyperrun.containers import control
+
     signum = parse_signal(args.signal)
 
     def act(conn: libvirt.virConnect, ref: str) -> str:
@@ -138,6 +147,9 @@ def restart_verb(args: argparse.Namespace, store: Store) -> int:
 
 
 def kill_verb(args: argparse.Namespace, store: Store) -> int:
+    from hyperrun.cli.containers import each_container
+    from hyperrun.containers import control
+
     signum = parse_signal(args.signal)
 
     def act(conn: libvirt.virConnect, ref: str) -> str:
@@ -147,6 +159,9 @@ def kill_verb(args: argparse.Namespace, store: Store) -> int:
 
 
 def start_verb(args: argparse.Namespace, store: Store) -> int:
+    from hyperrun.cli.containers import each_container
+    from hyperrun.containers import control
+
     if (args.attach or args.interactive) and len(args.containers) > 1:
         raise UsageError("you cannot start and attach multiple containers at once",
                          hint="start them one by one with -a")
@@ -158,9 +173,9 @@ def start_verb(args: argparse.Namespace, store: Store) -> int:
     conn = _connect(args)
     try:
         c = control.start(conn, store, args.containers[0])
-        return exec_mod.attach(conn, store, c.id, UserTerminal(), stdin=args.interactive)
     finally:
         conn.close()
+    return exec_mod.attach(store, c.id, _uri(args), UserTerminal(), stdin=args.interactive)
 
 
 # -- logs ------------------------------------------------------------------------------
@@ -195,6 +210,9 @@ def _stamp(ns: int) -> bytes:
 
 
 def logs_verb(args: argparse.Namespace, store: Store) -> int:
+    from hyperrun.containers import lifecycle
+    from hyperrun.containers.lifecycle import State
+
     conn = _connect(args)
     try:
         c = records.find(store, args.container)

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import libvirt
 
-from hyperrun import capabilities
 from hyperrun.containers import records
-from hyperrun.containers.records import Container, Settings
+from hyperrun.containers.records import Container
 from hyperrun.errors import BootFailed, GuestGone
 from hyperrun.log import log
-from hyperrun.spec import Accel, ProcessSpec, VmSpec
+from hyperrun.spec import Accel, VmSpec
 from hyperrun.store import Store
 from hyperrun.vm import hypervisor, monitor
 from hyperrun.vm.domain_xml import domain_xml
@@ -65,19 +64,6 @@ def _tb_cache_mib() -> int | None:
     if value.isdigit() and 1 <= int(value) <= 4096:
         return int(value)
     return TB_CACHE_MIB
-
-
-def main_process(s: Settings) -> ProcessSpec:
-    """The main process of a container, as it was first started."""
-    return ProcessSpec(args=s.args, env=s.env, cwd=s.workdir or "/", user=s.user, tty=s.tty,
-                       stdin=s.open_stdin, capabilities=capability_set(s))
-
-
-def capability_set(s: Settings) -> frozenset[str] | None:
-    """The capabilities recorded for a container (None: privileged, all of them)."""
-    if s.privileged:
-        return None
-    return (capabilities.DEFAULT | frozenset(s.cap_add)) - frozenset(s.cap_drop)
 
 
 def console_tail(path: Path) -> str:

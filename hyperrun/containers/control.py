@@ -15,6 +15,7 @@ import libvirt
 
 from hyperrun.containers import boot, lifecycle, records
 from hyperrun.containers.lifecycle import EXIT_KILLED, State
+from hyperrun.containers.process import main_process
 from hyperrun.containers.records import Container
 from hyperrun.errors import GuestGone, HyperrunError, UsageError
 from hyperrun.log import log
@@ -89,6 +90,7 @@ def stop(conn: libvirt.virConnect, store: Store, ref: str, timeout: float,
                              hint="try again in a moment")
         if state is State.PAUSED:
             hypervisor.resume(dom)  # a frozen guest could neither handle nor report
+            records.record_paused(store, c, False)
         reached = signal_main(store, c, signum)
         if not (reached and _ended(conn, store, c, timeout)):
             if reached and signal_main(store, c, signal.SIGKILL):
@@ -133,7 +135,7 @@ def start(conn: libvirt.virConnect, store: Store, ref: str) -> Container:
         c = records.restarting(store, c)
         try:
             with boot.booted(conn, store, c, detach=True) as (c, dom, guest):
-                guest.start(1, boot.main_process(c.settings), None, main=True,
+                guest.start(1, main_process(c.settings), None, main=True,
                             alive=lambda: hypervisor.is_active(dom))
         except HyperrunError as exc:
             records.record_lost(store, c, exc.status, exc.message)

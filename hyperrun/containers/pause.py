@@ -40,10 +40,17 @@ def _domain(conn: libvirt.virConnect, store: Store, ref: str,
 def pause(conn: libvirt.virConnect, store: Store, ref: str) -> None:
     dom = _domain(conn, store, ref, State.UP)
     if dom is not None:
-        hypervisor.suspend(dom)
+        # Recorded first: an exec that reads the record must not start into a frozen VM.
+        records.record_paused(store, records.find(store, ref), True)
+        try:
+            hypervisor.suspend(dom)
+        except BaseException:
+            records.record_paused(store, records.find(store, ref), False)
+            raise
 
 
 def unpause(conn: libvirt.virConnect, store: Store, ref: str) -> None:
     dom = _domain(conn, store, ref, State.PAUSED)
     if dom is not None:
         hypervisor.resume(dom)
+        records.record_paused(store, records.find(store, ref), False)

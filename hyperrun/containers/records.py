@@ -84,6 +84,7 @@ class Container:
     finished: float = 0.0  # when its end was recorded
     monitor_pid: int = 0  # its hyperrun-monitor while its VM runs (vm/monitor.py)
     detached: bool = False  # its VM outlives the command that booted it (run -d, start)
+    paused: bool = False  # `hyperrun pause` froze it (libvirt has the final word: ps asks)
     settings: Settings = Settings()
 
     @property
@@ -292,10 +293,14 @@ def locked(store: Store, c: Container) -> Iterator[None]:
         os.close(fd)
 
 
+def record_paused(store: Store, c: Container, paused: bool) -> Container:
+    return _update(store, c, paused=paused)
+
+
 def restarting(store: Store, c: Container) -> Container:
     """c, about to boot again (`start`): its last end forgotten, this command its owner."""
     return _update(store, c, exit_status=None, error="", finished=0.0, started=0.0,
-                   owner_pid=os.getpid(), monitor_pid=0)
+                   owner_pid=os.getpid(), monitor_pid=0, paused=False)
 
 
 def record_exit(store: Store, c: Container, status: int, error: str = "") -> Container:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import libvirt
 
 from hyperrun import capabilities
 from hyperrun.containers import boot, reaper
 from hyperrun.containers import records as state
+from hyperrun.containers.process import FORWARDED_SIGNALS, Terminal, merge_env
 from hyperrun.errors import (
     EXIT_HYPERRUN,
     BootAssetsMissing,
@@ -26,27 +25,13 @@ from hyperrun.errors import (
 from hyperrun.images.disk import create_overlay, share_with_qemu
 from hyperrun.images.model import Image, ImageConfig
 from hyperrun.images.store import ImageStore
-from hyperrun.spec import ProcessSpec, PullPolicy, RunSpec, WinSize
+from hyperrun.spec import ProcessSpec, PullPolicy, RunSpec
 from hyperrun.store import Store, remove_path
 from hyperrun.vm import accel as accel_mod
 from hyperrun.vm import hypervisor, monitor
 from hyperrun.vm.protocol import CTL_MAX, encode_fields
 
-# What a foreground run passes on to the container's main process, as docker's
-# --sig-proxy does.
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class Terminal(Protocol):
-    """The user's terminal for a -t container (the CLI implements it)."""
-
-    follows_resizes: bool  # whether size() changes are worth forwarding (SIGWINCH)
-
-    def size(self) -> WinSize | None: ...
-
-    def raw(self) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -65,16 +50,6 @@ def boot_assets(store: Store, kernel: Path | None) -> BootAssets:
         raise BootAssetsMissing("guest initrd", str(initrd))
     monitor.binary(store.boot)  # needed once the VM is up: missing, refuse before
     return BootAssets(kernel.absolute(), initrd.absolute())
-
-
-def merge_env(base: tuple[str, ...], overrides: tuple[str, ...]) -> tuple[str, ...]:
-    """Later KEY=VALUE entries replace earlier ones with the same key, keeping order."""
-    merged: dict[str, str] = {}
-    for entry in (*base, *overrides):
-        key = entry.partition("=")[0]
-        merged.pop(key, None)
-        merged[key] = entry
-    return tuple(merged.values())
 
 
 def entrypoint_and_cmd(config: ImageConfig,

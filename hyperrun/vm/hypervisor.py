@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -16,14 +15,12 @@ from hyperrun.log import log
 from hyperrun.spec import Accel, DomainOwner
 from hyperrun.vm.domain_xml import METADATA_NS, parse_owner
 
-DEFAULT_URI = "qemu:///system"
+# Re-exported: most commands reach them here.
+from hyperrun.vm.uri import DEFAULT_URI as DEFAULT_URI
+from hyperrun.vm.uri import uri_from_env as uri_from_env
 
 # libvirt prints its errors on stderr unless a handler takes them; ours come as exceptions.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-
-def uri_from_env(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("HYPERRUN_CONNECT") or DEFAULT_URI
 
 
 def connect(uri: str) -> libvirt.virConnect:
