@@ -63,6 +63,7 @@ class RunSpec:
     detach: bool = False  # -d: the VM outlives this command; print the id and return
     log_max_size: int = 10 << 20  # --log-opt max-size / max-file, docker's defaults
     log_max_files: int = 3
+    restart: str = "no"  # the restart policy, as --restart gave it (validated)
     cpus: int = 1
     memory_mib: int = 512
     accel: Accel = Accel.AUTO

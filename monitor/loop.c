@@ -10,6 +10,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -36,12 +38,27 @@ static void close_clients(void)
 }
 
 /* Hanging up on the guest: the agent then powers the VM off. */
+/* Become the --on-exit program (the restart policy's judge), as a fresh process would
+ * start: no signals blocked or ignored; every descriptor but stderr is close-on-exec. */
+static void run_on_exit(void)
+{
+	sigset_t none;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGPIPE, SIG_DFL);
+	execv(on_exit_argv[0], on_exit_argv);
+	note("cannot run %s: %s", on_exit_argv[0], strerror(errno));
+}
+
 static noreturn void finish(int status)
 {
 	close(guest.ctl);
 	close(guest.io);
 	close_clients();
 	log_close(&mainlog);
+	if (on_exit_argv)
+		run_on_exit();
 	exit(status);
 }
 

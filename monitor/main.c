@@ -27,7 +27,8 @@ struct options {
 static const char usage[] =
 	"usage: hyperrun-monitor --ctl CTL_SOCK --io IO_SOCK --listen MON_SOCK --dir DIR\n"
 	"                        --log-max-size BYTES --log-max-files N"
-	" [--connect-timeout SECONDS]\n";
+	" [--connect-timeout SECONDS]\n"
+	"                        [--on-exit PROGRAM [ARG...]]\n";
 
 static void bad_args(const char *why)
 {
@@ -186,11 +187,23 @@ static void start(const struct options *o, int *listen_fd, int *sig_fd)
 	to_dev_null();
 }
 
+char **on_exit_argv;
+
 int main(int argc, char **argv)
 {
 	struct options o;
 	int listen_fd, sig_fd;
 
+	/* Everything after --on-exit is the program to become once the VM is gone. */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--on-exit") == 0) {
+			if (i + 1 >= argc || argv[i + 1][0] != '/')
+				bad_args("--on-exit needs an absolute program path");
+			on_exit_argv = &argv[i + 1];
+			argc = i;
+			break;
+		}
+	}
 	parse_args(argc, argv, &o);
 	pid_t pid = fork();
 	if (pid < 0) {

@@ -175,6 +175,7 @@ extern struct proc procs[MAX_PROCS];
 extern struct guest guest;
 extern struct logfile mainlog;
 extern int container_dirfd;
+extern char **on_exit_argv;      /* --on-exit: what to become at the end, or NULL */
 extern bool main_done;         /* main's EXIT or ERROR has been handled */
 extern bool main_output_done;  /* and every EOF of its output has arrived */
 extern long long main_done_at;

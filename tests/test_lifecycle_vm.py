@@ -233,3 +233,24 @@ def test_a_flood_of_output_keeps_only_the_configured_log(vm) -> None:
         assert [p.name for p in kept] == ["container.log", "container.log.1"]
         assert sum(p.stat().st_size for p in kept) <= 2 * (1 << 20) + (64 << 10) + 64
         assert _logs(vm, "flood", "--tail", "1") == "the end\n"
+
+
+def test_restart_policies_start_it_again_until_stopped_by_hand(vm) -> None:
+    with detached(vm, "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3",
+                  name="lc-failing"):
+        def settled():
+            doc = _inspect(vm, "lc-failing")
+            return doc["RestartCount"] == 2 and doc["State"]["Status"] == "exited" and doc
+        doc = _until(settled, timeout=120, step=0.5)
+        assert doc and doc["State"]["ExitCode"] == 3, _inspect(vm, "lc-failing")
+        assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
+                                                      "MaximumRetryCount": 2}
+        assert _logs(vm, "lc-failing") == "run\n" * 3  # the first run and two restarts
+    with detached(vm, "--restart", "always", "busybox", "sh", "-c", "echo up; sleep 1",
+                  name="lc-always"):
+        assert _until(lambda: _inspect(vm, "lc-always")["RestartCount"] >= 1, timeout=120)
+        assert _ok(vm.hyperrun("stop", "lc-always")) == "lc-always\n"
+        count = _inspect(vm, "lc-always")["RestartCount"]
+        time.sleep(5)  # long enough for a restart to have happened, were one due
+        doc = _inspect(vm, "lc-always")
+        assert (doc["State"]["Status"], doc["RestartCount"]) == ("exited", count)

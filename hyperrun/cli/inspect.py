@@ -13,7 +13,7 @@ import libvirt
 from hyperrun import log
 from hyperrun import reference as references
 from hyperrun.cli.format import Template
-from hyperrun.containers import records, status
+from hyperrun.containers import records, restart, status
 from hyperrun.errors import (
     ContainerNotFound,
     HyperrunError,
@@ -71,7 +71,7 @@ def container_doc(s: status.Status, store: Store) -> dict[str, Any]:
         },
         "Image": c.image_id,
         "Name": "/" + c.name,
-        "RestartCount": 0,
+        "RestartCount": c.restart_count,
         "Platform": "linux",
         "Config": {
             "Hostname": cfg.hostname, "User": cfg.user, "Tty": cfg.tty,
@@ -82,6 +82,7 @@ def container_doc(s: status.Status, store: Store) -> dict[str, Any]:
         "HostConfig": {
             "NanoCpus": cfg.cpus * 10**9, "Memory": cfg.memory_mib << 20,
             "AutoRemove": c.remove, "Privileged": cfg.privileged,
+            "RestartPolicy": _restart_policy(cfg.restart),
             "CapAdd": [f"CAP_{n}" for n in cfg.cap_add] or None,
             "CapDrop": [f"CAP_{n}" for n in cfg.cap_drop] or None,
         },
@@ -92,6 +93,11 @@ def container_doc(s: status.Status, store: Store) -> dict[str, Any]:
             "ConsoleLog": str(files.console_log), "OwnerPid": c.owner_pid,
         },
     }
+
+
+def _restart_policy(text: str) -> dict[str, Any]:
+    name, retries = restart.parse_policy(text or "no")
+    return {"Name": name, "MaximumRetryCount": retries}
 
 
 def image_doc(image: Image) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from hyperrun import capabilities, config
 from hyperrun.cli.envfile import env_entries
 from hyperrun.cli.terminal import UserTerminal
+from hyperrun.containers import restart
 from hyperrun.containers import run as container
 from hyperrun.containers.records import validate_name
 from hyperrun.errors import UsageError
@@ -27,6 +28,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
                    help="remove the container (overlay, state) when it exits")
     p.add_argument("-d", "--detach", action="store_true",
                    help="run in the background and print the container ID")
+    p.add_argument("--restart", default="no", metavar="POLICY",
+                   help="no (default), always, unless-stopped, or on-failure[:MAX-RETRIES]: "
+                        "start it again when it ends, while this host runs")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="max-size (default 10m) and max-file (default 3) of the log kept "
                         "of its output")
@@ -104,6 +108,7 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         interactive=args.interactive,
         remove=args.remove,
         detach=args.detach,
+        restart=_restart(args.restart, args.remove),
         **parse_log_opts(args.log_opt),
         cpus=parse_cpus(args.cpus or defaults.cpus or "1"),
         memory_mib=parse_memory(args.memory or defaults.memory or "512m"),
@@ -130,6 +135,14 @@ def _run(args: argparse.Namespace, store: Store) -> int:
 
     return container.run(spec, store, hypervisor.uri_from_env(args.connect), pull=pull,
                          terminal=UserTerminal() if spec.tty else None)
+
+
+def _restart(policy: str, remove: bool) -> str:
+    name, _ = restart.parse_policy(policy)
+    if name != "no" and remove:
+        raise UsageError("--restart and --rm cannot go together",
+                         hint="a container removed when it ends cannot be restarted")
+    return policy.strip()
 
 
 _SIZE_RE = re.compile(r"(\d{1,15})([kmg]?)b?", re.ASCII)

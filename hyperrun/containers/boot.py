@@ -16,7 +16,7 @@ from pathlib import Path
 
 import libvirt
 
-from hyperrun.containers import records
+from hyperrun.containers import records, restart
 from hyperrun.containers.records import Container
 from hyperrun.errors import BootFailed, GuestGone
 from hyperrun.log import log
@@ -104,7 +104,7 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
                 binary=binary, ctl_socket=files.ctl_socket, io_socket=files.io_socket,
                 listen=files.mon_socket, dir=files.dir,
                 log_max_size=c.settings.log_max_size, log_max_files=c.settings.log_max_files,
-                diagnostics=files.monitor_log))
+                diagnostics=files.monitor_log, on_exit=restart.on_exit_command(store, c)))
         except GuestGone as exc:
             raise BootFailed(f"{exc}", console_tail(vm.console_log)) from None
         c = records.record_start(store, c, monitor_pid=pid, detached=detach)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 
 import libvirt
 
@@ -81,7 +82,10 @@ def stop(conn: libvirt.virConnect, store: Store, ref: str, timeout: float,
     """docker stop: signum to the main process, SIGKILL after timeout, then the VM ends."""
     c = records.find(store, ref)
     with records.locked(store, c):
-        c, state = lifecycle.refresh(conn, store, records.find(store, c.id))
+        # Before anything ends: its restart policy must see it, also if it is between
+        # two restarts right now (exited, its next start about to come).
+        c = records.record_manual_stop(store, records.find(store, c.id))
+        c, state = lifecycle.refresh(conn, store, c)
         if state is State.EXITED:
             return c
         dom = lifecycle.domain(conn, store, c)
@@ -110,6 +114,7 @@ def kill(conn: libvirt.virConnect, store: Store, ref: str, signum: int) -> Conta
         c, state = lifecycle.refresh(conn, store, records.find(store, c.id))
         if state not in (State.UP, State.PAUSED):
             raise NotRunning(c.name)
+        c = records.record_manual_stop(store, c)
         if not signal_main(store, c, signum):
             if signum != signal.SIGKILL:
                 raise HyperrunError(f"cannot reach container {c.name}'s monitor",
@@ -121,18 +126,25 @@ def kill(conn: libvirt.virConnect, store: Store, ref: str, signum: int) -> Conta
     return c
 
 
-def start(conn: libvirt.virConnect, store: Store, ref: str) -> Container:
-    """Boot an exited container again: same ID, name, settings and writable layer."""
+def start(conn: libvirt.virConnect, store: Store, ref: str,
+          automatic: Callable[[Container], bool] | None = None) -> Container:
+    """Boot an exited container again: same ID, name, settings and writable layer.
+
+    automatic: the restart policy's test, checked again under the lock (a `stop` may
+    have come in between); None for a `start` by hand.
+    """
     c = records.find(store, ref)
     with records.locked(store, c):
         c, state = lifecycle.refresh(conn, store, records.find(store, c.id))
         if state is not State.EXITED:
             return c  # docker start of a running container does nothing
+        if automatic is not None and not automatic(c):
+            return c
         if c.remove:
             raise UsageError(f"container {c.name} was run with --rm and cannot be restarted",
                              hint="run a new container")
         monitor.stop(c.monitor_pid, records.paths(store, c.id).mon_socket)
-        c = records.restarting(store, c)
+        c = records.restarting(store, c, automatic=automatic is not None)
         try:
             with boot.booted(conn, store, c, detach=True) as (c, dom, guest):
                 guest.start(1, main_process(c.settings), None, main=True,

@@ -60,6 +60,7 @@ class Settings:
     cap_drop: tuple[str, ...] = ()
     log_max_size: int = 10 << 20  # --log-opt max-size, max-file (docker's json-file)
     log_max_files: int = 3
+    restart: str = "no"  # --restart: no, always, unless-stopped, on-failure[:N]
 
     @property
     def args(self) -> tuple[str, ...]:
@@ -85,6 +86,8 @@ class Container:
     monitor_pid: int = 0  # its hyperrun-monitor while its VM runs (vm/monitor.py)
     detached: bool = False  # its VM outlives the command that booted it (run -d, start)
     paused: bool = False  # `hyperrun pause` froze it (libvirt has the final word: ps asks)
+    restart_count: int = 0  # times its restart policy started it again
+    manually_stopped: bool = False  # `stop` or `kill`: its restart policy leaves it down
     settings: Settings = Settings()
 
     @property
@@ -297,10 +300,19 @@ def record_paused(store: Store, c: Container, paused: bool) -> Container:
     return _update(store, c, paused=paused)
 
 
-def restarting(store: Store, c: Container) -> Container:
-    """c, about to boot again (`start`): its last end forgotten, this command its owner."""
+def restarting(store: Store, c: Container, automatic: bool = False) -> Container:
+    """c, about to boot again: its last end forgotten, this command its owner.
+
+    automatic: by its restart policy (counted), not by `start` (which resets the count).
+    """
     return _update(store, c, exit_status=None, error="", finished=0.0, started=0.0,
-                   owner_pid=os.getpid(), monitor_pid=0, paused=False)
+                   owner_pid=os.getpid(), monitor_pid=0, paused=False,
+                   manually_stopped=False,
+                   restart_count=c.restart_count + 1 if automatic else 0)
+
+
+def record_manual_stop(store: Store, c: Container) -> Container:
+    return _update(store, c, manually_stopped=True)
 
 
 def record_exit(store: Store, c: Container, status: int, error: str = "") -> Container:

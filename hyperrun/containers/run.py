@@ -140,7 +140,10 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
     try:
         base = images.base_disk(image)
         share_with_qemu(base, hypervisor.qemu_ids(conn, accel))
-        with _Cleanup(store, uri, remove=run.remove, detach=run.detach) as job:
+        # A container with a restart policy may be booted again as soon as this VM is
+        # gone: its sockets are then the new VM's, and no reaper may touch them.
+        keep = run.detach or run.restart != "no"
+        with _Cleanup(store, uri, remove=run.remove, detach=keep) as job:
             entrypoint, cmd = entrypoint_and_cmd(image.config, run)
             settings = state.Settings(
                 entrypoint=entrypoint, cmd=cmd, env=process.env, workdir=process.cwd,
@@ -148,6 +151,7 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 cpus=run.cpus, memory_mib=run.memory_mib, uri=uri, accel=accel.value,
                 kernel=str(assets.kernel), initrd=str(assets.initrd), base_disk=str(base),
                 log_max_size=run.log_max_size, log_max_files=run.log_max_files,
+                restart=run.restart,
                 **_capability_settings(run.capabilities))
             container = job.container = state.create(
                 store, cid, run.name, run.image, image.id, run.command, remove=run.remove,

@@ -40,6 +40,7 @@ class MonitorSpec:
     log_max_size: int
     log_max_files: int
     diagnostics: Path  # the monitor's own stderr
+    on_exit: tuple[str, ...] = ()  # what it becomes once the VM is gone (restart policy)
 
 
 def binary(boot_dir: Path) -> Path:
@@ -58,6 +59,8 @@ def spawn(spec: MonitorSpec) -> int:
     argv = [spec.binary, "--ctl", spec.ctl_socket, "--io", spec.io_socket,
             "--listen", spec.listen, "--dir", spec.dir,
             "--log-max-size", spec.log_max_size, "--log-max-files", spec.log_max_files]
+    if spec.on_exit:
+        argv += ["--on-exit", *spec.on_exit]
     line = subproc.start_daemon([str(a) for a in argv], spec.diagnostics, READY_TIMEOUT)
     word, _, pid = line.partition(" ")
     if word != "ready" or not pid.isdigit():
