@@ -142,7 +142,7 @@ class Monitor:
     """A fake QEMU (two listening sockets), the monitor connected to it, the guest's ends."""
 
     def __init__(self, binary: Path, tmp: Path, max_size: int = 1 << 20,
-                 max_files: int = 3) -> None:
+                 max_files: int = 3, on_exit: tuple[str, ...] = ()) -> None:
         self.dir = tmp / "ctr"
         self.dir.mkdir()
         self.sock = tmp / "mon.sock"
@@ -158,7 +158,8 @@ class Monitor:
             proc = subprocess.Popen(
                 [str(binary), "--ctl", str(tmp / "ctl.sock"), "--io", str(tmp / "io.sock"),
                  "--listen", str(self.sock), "--dir", str(self.dir),
-                 "--log-max-size", str(max_size), "--log-max-files", str(max_files)],
+                 "--log-max-size", str(max_size), "--log-max-files", str(max_files),
+                 *(("--on-exit", *on_exit) if on_exit else ())],
                 stdout=subprocess.PIPE, stderr=err)
         assert proc.wait(timeout=TIMEOUT) == 0  # the parent returns at once
         self.ctl, _ = servers[0].accept()
@@ -267,10 +268,17 @@ def test_duplicate_and_invalid_ids_are_refused(mon: Monitor) -> None:
     # Nothing of that reached the guest: the next frame it sees is the SIGNAL.
     b.send(ctl(Msg.SIGNAL, ("id", 1), ("signal", 9)))
     assert mon.guest_msg() == (Msg.SIGNAL, {"id": "1", "signal": "9"})
-    # Once the process has exited its id is free again.
+    # Once a process has exited its id is free again.
+    mon.start(a, 2)
+    mon.ctl.sendall(exited(2, 0))
+    assert a.msg()[0] == Msg.EXIT
+    mon.start(b, 2)
+    # Once the main process has exited, the VM is on its way out: nothing new starts.
     mon.ctl.sendall(exited(1, 0))
     assert a.msg()[0] == Msg.EXIT
-    mon.start(b, 1)
+    b.send(exec_msg(3))
+    assert b.msg() == (Msg.ERROR, {"id": "3", "status": "125",
+                                   "message": "the container is stopping"})
 
 
 def test_attach_sees_main_output_and_exit(mon: Monitor) -> None:
@@ -405,6 +413,23 @@ def test_guest_vanishing_writes_137_and_ends(mon: Monitor) -> None:
     assert at_eof(a.ctl) and at_eof(a.io)
     assert wait_until(lambda: not mon.alive())
     assert mon.exit_file() == VANISHED
+
+
+def test_it_becomes_the_on_exit_program_once_the_vm_is_gone(
+        monitor_bin: Path, tmp_path: Path) -> None:
+    """The restart policy's judge runs after the exit file is written, as a fresh process."""
+    seen = tmp_path / "seen"
+    script = f'cat {tmp_path}/ctr/exit > {seen}; grep SigBlk /proc/self/status >> {seen}'
+    m = Monitor(monitor_bin, tmp_path, on_exit=("/bin/sh", "-c", script))
+    try:
+        m.ctl.close()
+        m.io.close()
+        assert wait_until(lambda: seen.exists() and "SigBlk" in seen.read_text())
+        status, message, blocked = seen.read_text().splitlines()
+        assert status == "137" and "VM ended" in message
+        assert blocked.split()[1] == "0" * 16  # nothing blocked that the judge needs
+    finally:
+        m.close()
 
 
 def test_sigterm_is_a_hang_up(mon: Monitor) -> None:
