@@ -10,15 +10,22 @@ import argparse
 import fcntl
 import os
 import sys
+from typing import TYPE_CHECKING
 
+from hyperrun import log
 from hyperrun.cli.table import format_table, human_size
-from hyperrun.containers import records
+from hyperrun.containers import lifecycle, orphans, records, status
+from hyperrun.containers.lifecycle import State
 from hyperrun.errors import HyperrunError, UsageError
 from hyperrun.images.prune import prune_images, remove_orphans
 from hyperrun.images.store import ImageStore
 from hyperrun.images.usage import Usage, allocated, image_usage
 from hyperrun.registry import downloads
 from hyperrun.store import Store, process_alive
+from hyperrun.vm import hypervisor
+
+if TYPE_CHECKING:
+    import libvirt
 
 _DANGLING = "all dangling images"
 _UNUSED = "all images without at least one container associated to them"
@@ -40,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-a", "--all", action="store_true",
                    help="remove every image no container uses, not only dangling ones")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.add_argument("--connect", help="libvirt URI")
     p.set_defaults(func=system_prune)
 
 
@@ -71,14 +79,28 @@ def system_prune(args: argparse.Namespace, store: Store) -> int:
              args.force, "system prune")
     reclaimed = 0
     removed = []
-    for c in records.all_containers(store):
-        if _stopped(c):
-            size = allocated(records.paths(store, c.id).dir)
-            records.remove_files(store, c)
-            reclaimed += size
-            removed.append(c.id)
-    if removed:
-        print("Deleted Containers:\n" + "".join(f"{cid}\n" for cid in removed))
+    conn, _ = status.connect_or_none(hypervisor.uri_from_env(args.connect))
+    try:
+        for c in records.all_containers(store):
+            if _stopped(conn, store, c):
+                size = allocated(records.paths(store, c.id).dir)
+                if conn is not None:
+                    lifecycle.remove(conn, store, c, force=False)
+                else:
+                    records.remove_files(store, c)
+                reclaimed += size
+                removed.append(c.id)
+        if removed:
+            print("Deleted Containers:\n" + "".join(f"{cid}\n" for cid in removed))
+        left = [*(orphans.remove_domains(conn, store) if conn else []),
+                *orphans.stop_monitors(store), *orphans.remove_directories(store)]
+        records.sweep(store)
+        if left:
+            print("Deleted leftovers of killed commands:\n"
+                  + "".join(f"{log.escape(what)}\n" for what in left))
+    finally:
+        if conn is not None:
+            conn.close()
     images = ImageStore(store)
     pruned = prune_images(images, dangling_only=not args.all,
                           users=lambda image_id: records.users_of_image(store, image_id))
@@ -93,7 +115,12 @@ def system_df(args: argparse.Namespace, store: Store) -> int:
     containers = list(records.all_containers(store))
     images = image_usage(ImageStore(store), {c.image_id for c in containers})
     sizes = {c.id: allocated(records.paths(store, c.id).dir) for c in containers}
-    stopped = [c for c in containers if _stopped(c)]
+    conn, _ = status.connect_or_none(hypervisor.uri_from_env(None))
+    try:
+        stopped = [c for c in containers if _stopped(conn, store, c)]
+    finally:
+        if conn is not None:
+            conn.close()
     volumes = Usage(0, 0, 0, 0)  # hyperrun has no volumes yet; docker's row, for scripts
     rows = [("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE")]
     rows += [(name, str(u.total), str(u.active), human_size(u.size, 4), _reclaimable(u))
@@ -134,9 +161,12 @@ def _reclaimable(u: Usage) -> str:
     return human_size(u.reclaimable, 4)
 
 
-def _stopped(c: records.Container) -> bool:
-    """Exited, or its `hyperrun run` is gone (libvirt ended its VM with it: AUTODESTROY)."""
-    return c.exit_status is not None or bool(c.owner_pid and not process_alive(c.owner_pid))
+def _stopped(conn: libvirt.virConnect | None, store: Store, c: records.Container) -> bool:
+    """Exited, as libvirt and the record tell together; without libvirt, only what the
+    record says (a detached container's VM runs on after its `run` has gone)."""
+    if conn is None:
+        return c.exit_status is not None
+    return lifecycle.refresh(conn, store, c)[1] is State.EXITED
 
 
 def _pull_running(store: Store) -> bool:

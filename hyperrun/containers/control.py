@@ -149,6 +149,7 @@ def start(conn: libvirt.virConnect, store: Store, ref: str,
             with boot.booted(conn, store, c, detach=True) as (c, dom, guest):
                 guest.start(1, main_process(c.settings), None, main=True,
                             alive=lambda: hypervisor.is_active(dom))
+                records.record_booted(store, c)
         except HyperrunError as exc:
             records.record_lost(store, c, exc.status, exc.message)
             records.remove_sockets(store, c)

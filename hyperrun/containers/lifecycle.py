@@ -23,6 +23,7 @@ from hyperrun.vm import hypervisor, monitor
 # never started, and it may well have run for hours.
 EXIT_KILLED = 137
 KILLED_NOTE = "its `hyperrun run` (pid {pid}) was killed, and the VM ended with it"
+BOOT_KILLED_NOTE = "the `hyperrun` (pid {pid}) starting it was killed before its process started"
 MONITOR_LOST_NOTE = ("its VM ended while its monitor (pid {pid}) was not running, so how "
                      "its process ended is not known")
 
@@ -44,6 +45,14 @@ def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Conta
         return c, State.EXITED
     dom = domain(conn, store, c)
     if dom is not None and hypervisor.is_active(dom):
+        if not c.booted and c.owner_pid and not process_alive(c.owner_pid):
+            # The command booting it was killed before its main process started (a
+            # detached VM outlives it): nothing will ever start it, so it ends here.
+            hypervisor.destroy(dom)
+            monitor.stop(c.monitor_pid, records.paths(store, c.id).mon_socket)
+            c = records.record_lost(store, c, EXIT_KILLED,
+                                    BOOT_KILLED_NOTE.format(pid=c.owner_pid))
+            return c, State.EXITED
         return c, State.PAUSED if hypervisor.is_paused(dom) else State.UP
     files = records.paths(store, c.id)
     ended = records.read_exit(files)

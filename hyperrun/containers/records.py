@@ -88,6 +88,7 @@ class Container:
     paused: bool = False  # `hyperrun pause` froze it (libvirt has the final word: ps asks)
     restart_count: int = 0  # times its restart policy started it again
     manually_stopped: bool = False  # `stop` or `kill`: its restart policy leaves it down
+    booted: bool = False  # its main process was started in this boot of its VM
     settings: Settings = Settings()
 
     @property
@@ -307,8 +308,12 @@ def restarting(store: Store, c: Container, automatic: bool = False) -> Container
     """
     return _update(store, c, exit_status=None, error="", finished=0.0, started=0.0,
                    owner_pid=os.getpid(), monitor_pid=0, paused=False,
-                   manually_stopped=False,
+                   manually_stopped=False, booted=False,
                    restart_count=c.restart_count + 1 if automatic else 0)
+
+
+def record_booted(store: Store, c: Container) -> Container:
+    return _update(store, c, booted=True)
 
 
 def record_manual_stop(store: Store, c: Container) -> Container:

@@ -179,11 +179,13 @@ def _boot_and_run(conn: libvirt.virConnect, store: Store, container: state.Conta
 
         if detach:  # started, and left to its monitor
             guest.start(1, process, None, main=True, alive=alive)
+            state.record_booted(store, c)
             return 0
         term = terminal if process.tty else None
         size = term.size() if term is not None else None
         with term.raw() if term is not None else contextlib.nullcontext():
             guest.start(1, process, size, main=True, alive=alive)
+            state.record_booted(store, c)
             return guest.pump(
                 1,
                 tty=process.tty,
