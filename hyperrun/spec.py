@@ -23,6 +23,43 @@ class PullPolicy(enum.StrEnum):
     NEVER = "never"
 
 
+class NetworkMode(enum.StrEnum):
+    """--network: QEMU's user-mode network (SLIRP) behind a virtio NIC, or only `lo`."""
+
+    USER = "user"
+    NONE = "none"
+
+
+class Protocol(enum.StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One -p: a host address and port forwarded to a port of the guest's eth0."""
+
+    host_ip: str
+    host_port: int  # 0: a free one is chosen when the container is created
+    container_port: int
+    protocol: Protocol = Protocol.TCP
+
+    def __str__(self) -> str:
+        """docker's `ps` form, e.g. 127.0.0.1:8080->80/tcp."""
+        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The container's network as the command line asked for it (validated)."""
+
+    mode: NetworkMode = NetworkMode.USER
+    ports: tuple[PortMapping, ...] = ()
+    dns: tuple[str, ...] = ()  # --dns: nameservers; () means SLIRP's resolver
+    dns_search: tuple[str, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host NAME:IP, host-gateway resolved
+
+
 @dataclass(frozen=True)
 class WinSize:
     """A terminal's size in character cells."""
@@ -72,6 +109,7 @@ class RunSpec:
     quiet: bool = False  # no pull progress
     # --privileged, --cap-add and --cap-drop resolved by docker's rules; None: all of them.
     capabilities: frozenset[str] | None = capabilities.DEFAULT
+    network: NetworkSpec = NetworkSpec()
 
 
 @dataclass(frozen=True)
@@ -108,3 +146,5 @@ class VmSpec:
     emulator: Path | None = None
     # TCG's translation cache in MiB (None: QEMU's default); it dominates QEMU's own RSS.
     tb_cache_mib: int | None = None
+    network: NetworkMode = NetworkMode.NONE  # USER: a virtio NIC on QEMU's user network
+    ports: tuple[PortMapping, ...] = ()  # host ports forwarded to the guest (USER only)

@@ -748,6 +748,115 @@ static void test_container_requests(void)
 	}
 }
 
+static void test_container_network(void)
+{
+	static const struct {
+		const char *records;
+		const char *why; /* NULL: accepted */
+	} cases[] = {
+		{ "rootfs=vda", NULL },
+		{ "rootfs=vda|net=none|hosts=127.0.0.1 localhost\n", NULL },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/24|gw=10.0.2.2|mtu=1500|resolv=nameserver 10.0.2.3\n",
+		  NULL },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/24", NULL },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/24|gw=|mtu=", NULL },
+		{ "rootfs=vda|net=user|ip=192.168.7.1/32", NULL },
+		{ "rootfs=vda|net=tap", "unknown net" },
+		{ "rootfs=vda|net=user", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/0", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/33", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/+24", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2.256/24", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2.015/24", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2/24", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15.1/24", "needs ip" },
+		{ "rootfs=vda|net=user|ip= 10.0.2.15/24", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2.1555/24", "needs ip" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/24|gw=10.0.3.2", "malformed gw" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/24|gw=10.0.2.15", "malformed gw" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/24|gw=10.0.2.x", "malformed gw" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/24|mtu=67", "mtu below 68" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/24|mtu=65536", "malformed mtu" },
+		{ "rootfs=vda|net=user|ip=10.0.2.15/24|mtu=-1", "malformed mtu" },
+		{ "rootfs=vda|net=none|ip=10.0.2.15/24", "no net=user" },
+		{ "rootfs=vda|gw=10.0.2.2", "no net=user" },
+		{ "rootfs=vda|net=none|mtu=1500", "no net=user" },
+		{ "rootfs=vda|net=user|net=user|ip=10.0.2.15/24", "more than one net" },
+		{ "rootfs=vda|hosts=a|hosts=b", "more than one hosts" },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct payload p = { 0 };
+		struct container_req r;
+		struct msg m;
+		char err[512] = "", recs[256];
+
+		snprintf(recs, sizeof recs, "%s", cases[i].records);
+		for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
+			pl_add(&p, "%s", rec);
+		decode(&m, MSG_CONTAINER, &p);
+		bool ok = decode_container(&m, &r, err, sizeof err);
+		if (cases[i].why)
+			CHECK(!ok && contains(err, cases[i].why), "%s: %s", cases[i].records, err);
+		else
+			CHECK(ok, "%s: %s", cases[i].records, err);
+		msg_free(&m);
+		pl_free(&p);
+	}
+
+	/* What a good one decodes to. */
+	struct payload p = { 0 };
+	struct container_req r;
+	struct msg m;
+	char err[512] = "";
+	pl_add(&p, "rootfs=vda");
+	pl_add(&p, "net=user");
+	pl_add(&p, "ip=10.0.2.15/24");
+	pl_add(&p, "gw=10.0.2.2");
+	pl_add(&p, "mtu=9000");
+	pl_add(&p, "hosts=H");
+	decode(&m, MSG_CONTAINER, &p);
+	CHECK(decode_container(&m, &r, err, sizeof err), "%s", err);
+	CHECK(r.net_user && r.ip == 0x0a00020f && r.prefix == 24 && r.gw == 0x0a000202 &&
+		      r.mtu == 9000 && strcmp(r.hosts, "H") == 0 && r.resolv == NULL,
+	      "decoded %x/%u gw %x mtu %u", r.ip, r.prefix, r.gw, r.mtu);
+	msg_free(&m);
+	pl_free(&p);
+	/* Without net: only lo, as before the keys existed. */
+	pl_add(&p, "rootfs=vda");
+	decode(&m, MSG_CONTAINER, &p);
+	CHECK(decode_container(&m, &r, err, sizeof err) && !r.net_user && !r.hosts && !r.resolv,
+	      "%s", err);
+	msg_free(&m);
+	pl_free(&p);
+
+	/* The files are bounded. */
+	char *big = malloc(MAX_NET_FILE + 2);
+	for (int over = 0; over <= 1; over++) {
+		memset(big, 'h', MAX_NET_FILE + 1);
+		big[MAX_NET_FILE + over] = '\0';
+		pl_add(&p, "rootfs=vda");
+		pl_add(&p, "resolv=%s", big);
+		decode(&m, MSG_CONTAINER, &p);
+		bool ok = decode_container(&m, &r, err, sizeof err);
+		CHECK(over ? !ok && contains(err, "longer than") : ok, "resolv of %u bytes: %s",
+		      MAX_NET_FILE + over, err);
+		msg_free(&m);
+		pl_free(&p);
+	}
+	free(big);
+
+	/* parse_ipv4 alone. */
+	uint32_t ip;
+	CHECK(parse_ipv4("0.0.0.0", &ip) && ip == 0, "0.0.0.0");
+	CHECK(parse_ipv4("255.255.255.255", &ip) && ip == UINT32_MAX, "255.255.255.255");
+	const char *bad[] = { "", "1", "1.2.3", "1.2.3.4.", ".1.2.3", "1..2.3", "1.2.3.4 ",
+			      "01.2.3.4", "1.2.3.-4", "1.2.3.4/8", "0x1.2.3.4", "256.1.1.1" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		CHECK(!parse_ipv4(bad[i], &ip), "%s accepted", bad[i]);
+}
+
 static void test_winsize_signal_requests(void)
 {
 	static const struct {
@@ -1196,6 +1305,7 @@ static const struct {
 	T(exec_caps),
 	T(exec_limits),
 	T(container_requests),
+	T(container_network),
 	T(winsize_signal_requests),
 	T(dispatch_replies),
 	T(log_is_bounded_and_clean),

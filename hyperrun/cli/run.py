@@ -11,7 +11,7 @@ from pathlib import Path
 from hyperrun import capabilities, config
 from hyperrun.cli.envfile import env_entries
 from hyperrun.cli.terminal import UserTerminal
-from hyperrun.containers import restart
+from hyperrun.containers import network, restart
 from hyperrun.containers import run as container
 from hyperrun.containers.records import validate_name
 from hyperrun.errors import UsageError
@@ -45,6 +45,19 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("-u", "--user", help="user[:group] or uid[:gid]")
     p.add_argument("--entrypoint", help="override the image's entrypoint")
     p.add_argument("--hostname", help="the container's host name")
+    p.add_argument("--network", default="user", metavar="MODE",
+                   help="user (default: QEMU's user-mode network, NAT to the host's) or none "
+                        "(only loopback)")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[IP:][HOST_PORT:]PORT[/PROTO]",
+                   help="forward a host port (on 127.0.0.1 unless IP says otherwise; a free "
+                        "one without HOST_PORT) to the container's PORT, tcp or udp")
+    p.add_argument("--dns", action="append", default=[], metavar="IP",
+                   help="a nameserver for /etc/resolv.conf (default: the user network's)")
+    p.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN",
+                   help="a search domain for /etc/resolv.conf")
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
+                   help="an /etc/hosts entry; IP host-gateway is the address of this host")
     p.add_argument("--privileged", action="store_true",
                    help="give the container every capability")
     p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
@@ -118,6 +131,8 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         quiet=args.quiet,
         capabilities=capabilities.resolve(privileged=args.privileged,
                                           add=tuple(args.cap_add), drop=tuple(args.cap_drop)),
+        network=network.network_spec(args.network, args.publish, args.dns, args.dns_search,
+                                     args.add_host),
     )
 
 

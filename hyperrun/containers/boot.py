@@ -16,11 +16,11 @@ from pathlib import Path
 
 import libvirt
 
-from hyperrun.containers import records, restart
+from hyperrun.containers import network, records, restart
 from hyperrun.containers.records import Container
 from hyperrun.errors import BootFailed, GuestGone
 from hyperrun.log import log
-from hyperrun.spec import Accel, VmSpec
+from hyperrun.spec import Accel, NetworkMode, VmSpec
 from hyperrun.store import Store
 from hyperrun.vm import hypervisor, monitor
 from hyperrun.vm.domain_xml import domain_xml
@@ -55,6 +55,7 @@ def vm_spec(store: Store, c: Container) -> VmSpec:
         owner=records.owner(store, c),
         loader=QBOOT if QBOOT.is_file() else None,
         tb_cache_mib=_tb_cache_mib(),
+        network=NetworkMode(s.network or NetworkMode.NONE), ports=network.ports_of(s.ports),
     )
 
 
@@ -95,6 +96,7 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
     files.exit_file.unlink(missing_ok=True)  # a stale one from an earlier boot
     # virtlogd appends to an existing file and keeps its mode: root's alone.
     files.console_log.touch(mode=0o600)
+    network.check_free(vm.ports)
     xml = domain_xml(vm)
     log.debug("domain XML:\n%s", xml)
     started = time.monotonic()
@@ -116,7 +118,8 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
             with monitor.session(files.mon_socket) as guest:
                 guest.paused = lambda: hypervisor.is_paused(dom)
                 try:
-                    guest.setup_container(c.settings.hostname, boot_timeout(), alive)
+                    guest.setup_container(c.settings.hostname, boot_timeout(), alive,
+                                          network.guest_fields(c.settings))
                 except (GuestGone, TimeoutError) as exc:
                     why = "did not answer in time" if isinstance(exc, TimeoutError) else "stopped"
                     raise BootFailed(f"the VM failed to boot: the guest agent {why}",

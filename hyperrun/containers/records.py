@@ -61,6 +61,11 @@ class Settings:
     log_max_size: int = 10 << 20  # --log-opt max-size, max-file (docker's json-file)
     log_max_files: int = 3
     restart: str = "no"  # --restart: no, always, unless-stopped, on-failure[:N]
+    network: str = ""  # --network: user or none ("": a record from before networks, none)
+    ports: tuple[str, ...] = ()  # published ports as network.port_record writes them
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    extra_hosts: tuple[str, ...] = ()  # --add-host, as docker's ExtraHosts: NAME:IP
 
     @property
     def args(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from typing import Any
 import libvirt
 
 from hyperrun import capabilities
-from hyperrun.containers import boot, reaper
+from hyperrun.containers import boot, network, reaper
 from hyperrun.containers import records as state
 from hyperrun.containers.process import FORWARDED_SIGNALS, Terminal, merge_env
 from hyperrun.errors import (
@@ -152,7 +152,8 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 kernel=str(assets.kernel), initrd=str(assets.initrd), base_disk=str(base),
                 log_max_size=run.log_max_size, log_max_files=run.log_max_files,
                 restart=run.restart,
-                **_capability_settings(run.capabilities))
+                **_capability_settings(run.capabilities),
+                **network.settings(run.network, network.allocate(run.network.ports)))
             container = job.container = state.create(
                 store, cid, run.name, run.image, image.id, run.command, remove=run.remove,
                 settings=settings)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from hyperrun.spec import Accel, DomainOwner, VmSpec
+from hyperrun.spec import Accel, DomainOwner, NetworkMode, VmSpec
 from hyperrun.vm.protocol import CTL_PORT, IO_PORT
 
 # hyperrun's element in a domain's <metadata>: which store and container the domain is for.
 METADATA_NS = "https://hyperrun.dev/xmlns/container/1"
 METADATA_PREFIX = "hyperrun"
+# libvirt's namespace for extra QEMU arguments: how published ports reach QEMU (below).
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+NETDEV_ID = "hrnet0"
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -90,9 +93,37 @@ def domain_xml(vm: VmSpec) -> str:
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
     _sub(devices, "memballoon", model="none")
+    _network(dom, devices, vm)
 
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode") + "\n"
+
+
+def _network(dom: ET.Element, devices: ET.Element, vm: VmSpec) -> None:
+    """The guest's NIC on QEMU's user network (SLIRP), with its published ports.
+
+    libvirt 9.0's <portForward> needs passt, which Debian's libvirt is built without, so
+    a container that publishes ports gets its netdev and NIC as QEMU arguments with
+    hostfwd rules (libvirt marks such a domain "custom-argv"); one that does not, an
+    ordinary <interface>. No option ROM: nothing boots from the network.
+    """
+    if vm.network is NetworkMode.NONE:
+        return
+    if not vm.ports:
+        interface = _sub(devices, "interface", type="user")
+        _sub(interface, "model", type="virtio")
+        _sub(interface, "rom", enabled="no")
+        return
+    netdev = ",".join([f"user,id={NETDEV_ID}", *(
+        f"hostfwd={p.protocol}:{p.host_ip}:{p.host_port}-:{p.container_port}"
+        for p in vm.ports)])
+    dom.set("xmlns:qemu", QEMU_NS)
+    args = _sub(dom, "qemu:commandline")
+    # QEMU places these before libvirt's own devices, so the NIC takes the last PCI slot,
+    # which libvirt leaves free, not the first free one, which libvirt wants for its own.
+    nic = f"virtio-net-pci,netdev={NETDEV_ID},bus=pci.0,addr=0x1f,romfile="
+    for value in ("-netdev", netdev, "-device", nic):
+        _sub(args, "qemu:arg", value=value)
 
 
 def parse_owner(metadata: str) -> DomainOwner | None:

@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from hyperrun import capabilities
@@ -176,9 +176,11 @@ class GuestSession:
             finally:
                 self.ctl.settimeout(None)
 
-    def setup_container(self, hostname: str, timeout: float, alive: Callable[[], bool]) -> None:
+    def setup_container(self, hostname: str, timeout: float, alive: Callable[[], bool],
+                        extra: Sequence[tuple[str, str | int]] = ()) -> None:
+        """CONTAINER, with extra keys (the network's) after the root disk's."""
         self.send(Message.make(Msg.CONTAINER, ("hostname", hostname), ("rootfs", "vda"),
-                               ("fstype", "ext4")))
+                               ("fstype", "ext4"), *extra))
         reply = self.wait_for(lambda m: m.type in (Msg.OK, Msg.ERROR), timeout, alive)
         if reply.type is Msg.ERROR:
             # The text is the guest's: kept short by Message.decode, escaped by log.error.

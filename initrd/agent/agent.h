@@ -19,6 +19,7 @@
  *   ns.c         the container's PID, mount, IPC and UTS namespaces
  *   caps.c       the `caps` of EXEC; bounding, permitted and effective sets
  *   container.c  CONTAINER: mounting and preparing the container root
+ *   net.c        CONTAINER: the network interfaces and the resolver's files
  *   proc.c       the process table, stdio pumping, EXEC, WINSIZE, SIGNAL
  *   main.c       start-up, control dispatch, the poll loop, power-off
  *
@@ -70,6 +71,8 @@ enum stream_kind { KIND_STDIN = 0, KIND_STDOUT = 1, KIND_STDERR = 2 };
 #define MAX_ENV 65536     /* env records in one EXEC */
 #define MAX_DEVICE_NAME 64
 #define MAX_FSTYPE 64
+#define MAX_NET_FILE (64u << 10) /* `hosts` and `resolv` of CONTAINER */
+#define NET_DEVICE "eth0"
 #define MAX_CAP 63        /* capability numbers in `caps` are 0 to MAX_CAP */
 #define MAX_HOME 4096     /* a home directory in /etc/passwd, with its NUL */
 #define UNTRUSTED_FILE_MAX (4u << 20) /* /etc/passwd, /etc/group */
@@ -209,9 +212,17 @@ void exec_req_free(struct exec_req *r);
 
 struct container_req {
 	const char *rootfs, *fstype, *hostname;
+	bool net_user;      /* net=user: eth0 configured; otherwise only lo */
+	uint32_t ip, gw;    /* eth0's address and default gateway (host order; gw 0: none) */
+	unsigned prefix;    /* eth0's netmask length */
+	unsigned mtu;
+	const char *hosts, *resolv; /* /etc/hosts and /etc/resolv.conf to write, or NULL */
 };
 
 bool decode_container(const struct msg *m, struct container_req *r, char *err, size_t errlen);
+/* Dotted-quad IPv4 (no leading zeros, no spaces), host order; with a /prefix for cidr. */
+bool parse_ipv4(const char *text, uint32_t *out);
+bool parse_ipv4_cidr(const char *text, uint32_t *ip, unsigned *prefix);
 
 struct winsize_req {
 	uint32_t id;
@@ -295,6 +306,11 @@ pid_t spawn(struct exec_spec *s);
 extern bool container_ready;
 /* Control message handlers return whether the VM must end (see on_ctl_frame). */
 bool handle_container(const struct msg *m);
+
+/* --- net.c: lo, eth0, /etc/hosts, /etc/resolv.conf ------------------------------------ */
+
+/* In the container root (our root by then). */
+int setup_network(const struct container_req *r, char *err, size_t errlen);
 
 /* --- proc.c ----------------------------------------------------------------------- */
 

@@ -118,6 +118,10 @@ static bool setup_container(const struct msg *m)
 		reply_error(0, STATUS_AGENT, "sethostname %s: %s", r.hostname, errstr(errno));
 		return false;
 	}
+	if (setup_network(&r, err, sizeof err) < 0) {
+		reply_error(0, STATUS_AGENT, "configure the network: %s", err);
+		return false;
+	}
 	return true;
 }
 

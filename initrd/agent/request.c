@@ -118,11 +118,89 @@ bool decode_exec(const struct msg *m, struct exec_req *r, char *err, size_t errl
 	return true;
 }
 
+/* Strict dotted quad: four numbers 0 to 255 in decimal, no leading zeros. */
+bool parse_ipv4(const char *text, uint32_t *out)
+{
+	uint32_t ip = 0;
+	const char *p = text;
+
+	for (int part = 0; part < 4; part++) {
+		unsigned v = 0;
+		if (part > 0 && *p++ != '.')
+			return false;
+		const char *start = p;
+		while (*p >= '0' && *p <= '9' && p - start < 3)
+			v = v * 10 + (unsigned)(*p++ - '0');
+		if (p == start || v > 255 || (*start == '0' && p - start > 1))
+			return false;
+		ip = ip << 8 | v;
+	}
+	if (*p)
+		return false;
+	*out = ip;
+	return true;
+}
+
+bool parse_ipv4_cidr(const char *text, uint32_t *ip, unsigned *prefix)
+{
+	char addr[sizeof "255.255.255.255"];
+	const char *slash = strchr(text, '/');
+	unsigned long len;
+
+	if (!slash || (size_t)(slash - text) >= sizeof addr)
+		return false;
+	memcpy(addr, text, (size_t)(slash - text));
+	addr[slash - text] = '\0';
+	if (!parse_ipv4(addr, ip) || !parse_uint(slash + 1, 32, &len) || len == 0)
+		return false;
+	*prefix = (unsigned)len;
+	return true;
+}
+
+/* net=user|none (missing: none, what a host from before the key expects), and for
+ * user eth0's ip=A.B.C.D/N, gw (inside that network) and mtu; hosts and resolv are
+ * files to write, either way. */
+static bool decode_network(const struct msg *m, struct container_req *r, char *err,
+			   size_t errlen)
+{
+	const char *net = msg_get(m, "net"), *ip = msg_get(m, "ip"), *gw = msg_get(m, "gw");
+	const char *mtu_text = msg_get(m, "mtu");
+	unsigned long mtu;
+
+	if (net && *net && strcmp(net, "user") != 0 && strcmp(net, "none") != 0)
+		return fail(err, errlen, "CONTAINER with an unknown net (want user or none)");
+	r->net_user = net && strcmp(net, "user") == 0;
+	if (!r->net_user && ((ip && *ip) || (gw && *gw) || (mtu_text && *mtu_text)))
+		return fail(err, errlen, "CONTAINER with ip, gw or mtu but no net=user");
+	if (r->net_user) {
+		if (!ip || !parse_ipv4_cidr(ip, &r->ip, &r->prefix))
+			return fail(err, errlen, "CONTAINER with net=user needs ip=A.B.C.D/N");
+		uint32_t mask = r->prefix == 32 ? UINT32_MAX : ~(UINT32_MAX >> r->prefix);
+		if (gw && *gw && (!parse_ipv4(gw, &r->gw) || r->gw == r->ip ||
+				  (r->gw & mask) != (r->ip & mask)))
+			return fail(err, errlen,
+				    "CONTAINER with a malformed gw (want an address in ip's network)");
+		if (!number(m, "mtu", 1500, 65535, &mtu, "CONTAINER", err, errlen))
+			return false;
+		if (mtu < 68)
+			return fail(err, errlen, "CONTAINER with an mtu below 68");
+		r->mtu = (unsigned)mtu;
+	}
+	r->hosts = msg_get(m, "hosts");
+	r->resolv = msg_get(m, "resolv");
+	if ((r->hosts && strlen(r->hosts) > MAX_NET_FILE) ||
+	    (r->resolv && strlen(r->resolv) > MAX_NET_FILE))
+		return fail(err, errlen, "CONTAINER with hosts or resolv longer than %u bytes",
+			    MAX_NET_FILE);
+	return true;
+}
+
 bool decode_container(const struct msg *m, struct container_req *r, char *err, size_t errlen)
 {
-	static const char *const scalars[] = { "rootfs", "fstype", "hostname", NULL };
+	static const char *const scalars[] = { "rootfs", "fstype", "hostname", "net", "ip",
+					       "gw",     "mtu",    "hosts",    "resolv", NULL };
 
-	*r = (struct container_req){ .fstype = "ext4", .hostname = "" };
+	*r = (struct container_req){ .fstype = "ext4", .hostname = "", .mtu = 1500 };
 	if (m->error[0])
 		return fail(err, errlen, "malformed CONTAINER: %s", m->error);
 	if (!once(m, scalars, "CONTAINER", err, errlen))
@@ -142,7 +220,7 @@ bool decode_container(const struct msg *m, struct container_req *r, char *err, s
 	if (strlen(r->hostname) > HOST_NAME_MAX)
 		return fail(err, errlen, "CONTAINER with a hostname longer than %d bytes",
 			    HOST_NAME_MAX);
-	return true;
+	return decode_network(m, r, err, errlen);
 }
 
 bool decode_winsize(const struct msg *m, struct winsize_req *r, char *err, size_t errlen)
