@@ -40,7 +40,7 @@ def test_status_is_worded_as_docker_words_it(root: Path) -> None:
     make(root, "starting")  # its `run` (this process) is still setting it up
     out = ok(hyperrun(root, "ps", "-a")).splitlines()
     assert out[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
-                              "NAMES"]
+                              "PORTS", "NAMES"]
     starting, finished = (re.split(r"\s{3,}", line) for line in out[1:])  # newest first
     assert starting[1:] == ["busybox", '"echo hi"', "Less than a second ago", "Created",
                             "starting"]

@@ -18,6 +18,7 @@ VERBS = {
     "exec": "lifecycle", "attach": "lifecycle", "logs": "lifecycle", "stop": "lifecycle",
     "restart": "lifecycle", "kill": "lifecycle", "start": "lifecycle",
     "ps": "containers", "rm": "containers", "rename": "containers",
+    "port": "containers",
     "pause": "running", "unpause": "running", "wait": "running",
     "stats": "stats",
     "inspect": "inspect",

@@ -16,10 +16,10 @@ from hyperrun import log
 from hyperrun import reference as references
 from hyperrun.cli.format import print_rows
 from hyperrun.cli.table import format_table, humanize_duration
-from hyperrun.containers import lifecycle, status
+from hyperrun.containers import lifecycle, network, status
 from hyperrun.containers import records as state_mod
 from hyperrun.containers.lifecycle import State
-from hyperrun.errors import HyperrunError, ImageNotFound, UsageError
+from hyperrun.errors import EXIT_FAILURE, HyperrunError, ImageNotFound, UsageError
 from hyperrun.images.store import ImageStore
 from hyperrun.store import Store
 from hyperrun.vm import hypervisor
@@ -55,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=rm)
 
+    p = subparsers.add_parser("port", help="list a container's published ports")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("private", nargs="?", metavar="PRIVATE_PORT[/PROTO]",
+                   help="only this port of the container (tcp unless /udp)")
+    p.set_defaults(func=port)
+
     p = subparsers.add_parser("rename", help="rename a container")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("new_name", metavar="NEW_NAME")
@@ -86,7 +92,8 @@ def _row(s: status.Status, now: float, trunc: bool) -> dict[str, Any]:
         "Command": _short(command) if trunc else f'"{command}"',
         "CreatedAt": _created_at(c.created), "RunningFor": humanize_duration(now - c.created)
         + " ago", "Status": docker_status(s, now), "State": s.docker_state, "Names": c.name,
-        "Ports": "", "Mounts": "", "Networks": "", "Labels": "", "LocalVolumes": "0",
+        "Ports": ", ".join(map(str, network.ports_of(cfg.ports))) if s.running else "",
+        "Mounts": "", "Networks": "", "Labels": "", "LocalVolumes": "0",
         "CPUs": str(cfg.cpus) if cfg.cpus else "",
         "Memory": f"{cfg.memory_mib}MiB" if cfg.memory_mib else "",
     }
@@ -174,7 +181,7 @@ def ps(args: argparse.Namespace, store: Store) -> int:
     if args.format and args.format.strip() != "table":  # bare `table` is the default
         print_rows(rows, args.format, PS_HEADERS)
         return 0
-    columns = ("ID", "Image", "Command", "RunningFor", "Status", "Names")
+    columns = ("ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names")
     table = [tuple(PS_HEADERS[k] for k in columns)]
     table += [tuple(log.escape(row[k], 1 << 20) for k in columns) for row in rows]
     sys.stdout.write(format_table(table))
@@ -216,3 +223,26 @@ def each_container(args: argparse.Namespace,
 def rename(args: argparse.Namespace, store: Store) -> int:
     state_mod.rename(store, args.container, args.new_name)
     return 0
+
+
+def port(args: argparse.Namespace, store: Store) -> int:
+    """docker port: `80/tcp -> 127.0.0.1:8080` per published port, or one port's host ends."""
+    c = state_mod.find(store, args.container)
+    ports = network.ports_of(c.settings.ports)
+    if args.private is None:
+        for p in ports:
+            print(f"{p.container_port}/{p.protocol} -> {p.host_ip}:{p.host_port}")
+        return 0
+    number, _, proto = args.private.partition("/")
+    proto = proto or "tcp"
+    found = [p for p in ports if str(p.container_port) == number and p.protocol == proto]
+    if not found:
+        raise NoSuchPort(f"Error: No public port '{number}/{proto}' published for {c.name}",
+                         hint=f"see `hyperrun port {c.name}`")
+    for p in found:
+        print(f"{p.host_ip}:{p.host_port}")
+    return 0
+
+
+class NoSuchPort(HyperrunError):
+    status = EXIT_FAILURE  # as docker's

@@ -13,7 +13,7 @@ import libvirt
 from hyperrun import log
 from hyperrun import reference as references
 from hyperrun.cli.format import Template
-from hyperrun.containers import records, restart, status
+from hyperrun.containers import network, records, restart, status
 from hyperrun.errors import (
     ContainerNotFound,
     HyperrunError,
@@ -85,7 +85,12 @@ def container_doc(s: status.Status, store: Store) -> dict[str, Any]:
             "RestartPolicy": _restart_policy(cfg.restart),
             "CapAdd": [f"CAP_{n}" for n in cfg.cap_add] or None,
             "CapDrop": [f"CAP_{n}" for n in cfg.cap_drop] or None,
+            "NetworkMode": cfg.network or "none",
+            "PortBindings": network.docker_ports(network.ports_of(cfg.ports)),
+            "Dns": list(cfg.dns), "DnsSearch": list(cfg.dns_search),
+            "ExtraHosts": list(cfg.extra_hosts) or None,
         },
+        "NetworkSettings": _network_settings(s),
         "Hyperrun": {
             "URI": cfg.uri, "Domain": c.domain, "DomainUUID": c.domain_uuid,
             "Accelerator": cfg.accel, "Kernel": cfg.kernel, "Initrd": cfg.initrd,
@@ -93,6 +98,17 @@ def container_doc(s: status.Status, store: Store) -> dict[str, Any]:
             "ConsoleLog": str(files.console_log), "OwnerPid": c.owner_pid,
         },
     }
+
+
+def _network_settings(s: status.Status) -> dict[str, Any]:
+    """As docker: the ports and addresses of a running container; nothing once it stopped."""
+    cfg = s.container.settings
+    if not s.running:
+        return {"Ports": {}, "IPAddress": "", "Gateway": ""}
+    user = cfg.network == "user"
+    return {"Ports": network.docker_ports(network.ports_of(cfg.ports)),
+            "IPAddress": network.GUEST_IP if user else "",
+            "Gateway": network.GATEWAY if user else ""}
 
 
 def _restart_policy(text: str) -> dict[str, Any]:
