@@ -58,7 +58,8 @@ def test_network_options_become_a_spec() -> None:
 @pytest.mark.parametrize("argv", [
     ("--network", "bridge"), ("--network", "none", "-p", "80"), ("-p", "80:80", "-p", "80:81"),
     ("--dns", "resolver.example"), ("--add-host", "db"), ("--add-host", "db:nowhere"),
-    ("--add-host", "bad name:1.2.3.4"), ("--dns-search", "a b"),
+    ("--add-host", "bad name:1.2.3.4"), ("--dns-search", "a b"), ("--dns", "fe80::1%x\ny"),
+    ("--add-host", "db:fe80::1%eth0"),
 ])
 def test_network_options_refused(argv: tuple[str, ...]) -> None:
     with pytest.raises(UsageError):

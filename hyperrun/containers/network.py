@@ -67,6 +67,14 @@ def parse_publish(spec: str) -> PortMapping:
                        Protocol(proto))
 
 
+def _address(text: str) -> str:
+    """An IPv4 or IPv6 address; no IPv6 zone (its text is free-form: it could hold a newline)."""
+    address = ipaddress.ip_address(text)
+    if "%" in text:
+        raise ValueError(text)
+    return str(address)
+
+
 def parse_add_host(spec: str) -> tuple[str, str]:
     """--add-host NAME:IP (IP may be IPv6, or host-gateway: the address that reaches the host)."""
     name, sep, ip = spec.partition(":")
@@ -75,7 +83,7 @@ def parse_add_host(spec: str) -> tuple[str, str]:
     if ip == HOST_GATEWAY:
         return name, GATEWAY
     try:
-        return name, str(ipaddress.ip_address(ip.strip("[]")))
+        return name, _address(ip.strip("[]"))
     except ValueError:
         raise UsageError(f"invalid IP address in --add-host {spec!r}",
                          hint=f"use NAME:IP or NAME:{HOST_GATEWAY}") from None
@@ -83,7 +91,7 @@ def parse_add_host(spec: str) -> tuple[str, str]:
 
 def parse_dns(server: str) -> str:
     try:
-        return str(ipaddress.ip_address(server))
+        return _address(server)
     except ValueError:
         raise UsageError(f"invalid --dns {server!r}", hint="give a nameserver's IP address") \
             from None
