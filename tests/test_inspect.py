@@ -47,7 +47,8 @@ def test_container_in_dockers_shape(root: Path) -> None:
                              "Tty": True, "OpenStdin": True}
     assert doc["HostConfig"] == {"NanoCpus": 2 * 10**9, "Memory": 256 << 20,
                                  "AutoRemove": False, "Privileged": False, "CapAdd": None,
-                                 "CapDrop": None}
+                                 "CapDrop": None,
+                                 "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}}
     hr = doc["Hyperrun"]
     assert hr["URI"] == "qemu:///system" and hr["Accelerator"] == "tcg"
     assert hr["Domain"] == c.domain and hr["DomainUUID"] == c.domain_uuid

@@ -76,7 +76,8 @@ def test_a_running_then_exited_container_as_ps_inspect_and_info_show_it(vm) -> N
     assert _when(state["FinishedAt"]) > _when(state["StartedAt"]) >= _when(doc["Created"])
     assert doc["HostConfig"] == {"NanoCpus": 10**9, "Memory": 192 << 20, "AutoRemove": False,
                                  "Privileged": False, "CapAdd": ["CAP_SYS_ADMIN"],
-                                 "CapDrop": ["CAP_MKNOD"]}
+                                 "CapDrop": ["CAP_MKNOD"],
+                                 "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}}
     assert _ok(vm.hyperrun("inspect", "-f", "{{.State.ExitCode}} {{.Config.Image}}",
                            "renamed")) == "3 busybox\n"
     listed = _ok(vm.hyperrun("ps", "-a", "-f", "name=^renamed$", "--format",
