@@ -7,6 +7,7 @@ import sys
 
 from hyperrun import __version__, log
 from hyperrun.cli import containers as cli_containers
+from hyperrun.cli import copy as cli_copy
 from hyperrun.cli import image_verbs as cli_image_verbs
 from hyperrun.cli import images as cli_images
 from hyperrun.cli import inspect as cli_inspect
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log every step; show tracebacks")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
-    for module in (cli_run, cli_lifecycle, cli_containers, cli_running, cli_stats,
+    for module in (cli_run, cli_lifecycle, cli_containers, cli_running, cli_stats, cli_copy,
                    cli_inspect, cli_images, cli_image_verbs, cli_prune, cli_registry, cli_system):
         module.register(verbs)
     return parser
