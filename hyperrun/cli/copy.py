@@ -4,14 +4,52 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 import libvirt
 
 from hyperrun import log
 from hyperrun.cli.table import format_table
 from hyperrun.containers import copy, top
+from hyperrun.errors import UsageError
 from hyperrun.store import Store
 from hyperrun.vm import hypervisor
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One side of `cp`: a host path (container None) or CONTAINER:PATH; `-` is a stream."""
+
+    path: str
+    container: str | None = None
+
+
+def parse_endpoint(arg: str) -> Endpoint:
+    """docker's rule: a path that starts with `/` or `.` is local even if it has a colon."""
+    if arg.startswith(("/", ".")) or ":" not in arg:
+        return Endpoint(arg)
+    name, _, path = arg.partition(":")
+    if not name:
+        return Endpoint(arg)
+    return Endpoint(path, name)
+
+
+def parse_args(src: str, dest: str) -> tuple[Endpoint, Endpoint]:
+    s, d = parse_endpoint(src), parse_endpoint(dest)
+    if s.container and d.container:
+        raise UsageError("copying between containers is not supported",
+                         hint="copy to the host first, then into the other container")
+    if not s.container and not d.container:
+        raise UsageError("must specify at least one container source",
+                         hint="hyperrun cp CONTAINER:SRC_PATH DEST_PATH or "
+                              "hyperrun cp SRC_PATH CONTAINER:DEST_PATH")
+    for e in (s, d):
+        if e.container is not None and not e.path:
+            raise UsageError(f"no path given after {e.container}:",
+                             hint="write CONTAINER:/path/in/container")
+        if not e.path:
+            raise UsageError("an empty path", hint="give a path, or - for a tar stream")
+    return s, d
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,7 +78,7 @@ def _connect(args: argparse.Namespace) -> libvirt.virConnect:
 
 
 def cp_verb(args: argparse.Namespace, store: Store) -> int:
-    src, dest = copy.parse_args(args.src, args.dest)
+    src, dest = parse_args(args.src, args.dest)
     conn = _connect(args)
     try:
         if src.container is not None:

@@ -19,13 +19,12 @@ import shutil
 import stat
 import tarfile
 import threading
-from dataclasses import dataclass
 from typing import IO
 
 import libvirt
 
 from hyperrun.containers import top
-from hyperrun.errors import HyperrunError, InvalidImage, UsageError
+from hyperrun.errors import HyperrunError, InvalidImage
 from hyperrun.images import layers, tarsafe
 from hyperrun.log import escape
 from hyperrun.store import Store
@@ -38,52 +37,21 @@ class CopyError(HyperrunError):
     status = 1  # docker cp's status for a failed copy
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """One side of `cp`: a host path (container None) or CONTAINER:PATH; `-` is a stream."""
-
-    path: str
-    container: str | None = None
-
-
-def parse_endpoint(arg: str) -> Endpoint:
-    """docker's rule: a path that starts with `/` or `.` is local even if it has a colon."""
-    if arg.startswith(("/", ".")) or ":" not in arg:
-        return Endpoint(arg)
-    name, _, path = arg.partition(":")
-    if not name:
-        return Endpoint(arg)
-    return Endpoint(path, name)
-
-
-def parse_args(src: str, dest: str) -> tuple[Endpoint, Endpoint]:
-    s, d = parse_endpoint(src), parse_endpoint(dest)
-    if s.container and d.container:
-        raise UsageError("copying between containers is not supported",
-                         hint="copy to the host first, then into the other container")
-    if not s.container and not d.container:
-        raise UsageError("must specify at least one container source",
-                         hint="hyperrun cp CONTAINER:SRC_PATH DEST_PATH or "
-                              "hyperrun cp SRC_PATH CONTAINER:DEST_PATH")
-    for e in (s, d):
-        if e.container is not None and not e.path:
-            raise UsageError(f"no path given after {e.container}:",
-                             hint="write CONTAINER:/path/in/container")
-        if not e.path:
-            raise UsageError("an empty path", hint="give a path, or - for a tar stream")
-    return s, d
-
-
 def container_source(path: str) -> tuple[str, str]:
     """(directory, name) to give `tar -c -C DIR NAME`; name "." copies the contents.
 
     Relative paths are relative to the container's root; `..` cannot climb above it
     (and the guest is chrooted there anyway).
     """
-    norm = posixpath.normpath("/" + path)
+    norm = in_root(path)
     if path.endswith(("/.", "/./")) or path in (".", "./") or norm == "/":
         return norm, "."
     return posixpath.dirname(norm), posixpath.basename(norm)
+
+
+def in_root(path: str) -> str:
+    """A container path made absolute and normal (POSIX keeps a leading `//`; we do not)."""
+    return posixpath.normpath("/" + path.lstrip("/"))
 
 
 # --- container → host ---------------------------------------------------------------
@@ -380,7 +348,7 @@ def _tar_filter(archive: bool):  # type: ignore[no-untyped-def]
 def copy_in(conn: libvirt.virConnect, store: Store, src: str, container: str, path: str,
             *, archive: bool) -> None:
     """Copy the host path src (`-`: a tar stream on stdin) to CONTAINER:path."""
-    dest = posixpath.normpath("/" + path)
+    dest = in_root(path)
     if src == "-":
         c, status, err = top.run_tool(conn, store, container,
                                       ("sh", "-c", _RECEIVE, "sh", dest, ".", "dir"),
