@@ -16,6 +16,7 @@ import enum
 import os
 import posixpath
 import shutil
+import signal
 import stat
 import tarfile
 import threading
@@ -285,21 +286,29 @@ def copy_out(conn: libvirt.virConnect, store: Store, container: str, path: str, 
     r, w = os.pipe2(os.O_CLOEXEC)
     failure: list[BaseException] = []
 
+    stop = threading.Event()
+
     def extract() -> None:
+        # Closing the pipe after the end-of-archive block drops whatever follows it.
         with os.fdopen(r, "rb") as stream:
             try:
                 extractor.extract(stream)
-                stream.read()  # tar's end-of-archive padding, and any trailing bytes
             except BaseException as exc:  # handed to the main thread
                 failure.append(exc)
+                stop.set()
 
     worker = threading.Thread(target=extract, daemon=True)
     worker.start()
     try:
-        c, status, err = top.run_tool(conn, store, container, args, stdin_fd=None, out_fd=w)
+        c, status, err = top.run_tool(conn, store, container, args, stdin_fd=None, out_fd=w,
+                                      stop=stop)
     finally:
         os.close(w)
         worker.join()
+    # A tar that failed says why (a missing source gives an empty stream); one we killed
+    # because its stream was refused does not.
+    if failure and status in (0, 128 + signal.SIGKILL):
+        raise failure[0]
     _check(c.name, path, status, err)
     if failure:
         raise failure[0]

@@ -9,6 +9,7 @@ is as untrusted as the guest: what we keep of it is bounded.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from dataclasses import replace
 
@@ -66,17 +67,28 @@ class _ToolPump(Pump):
     """A pump whose stdout and stderr go to descriptors of ours, not the user's."""
 
     def __init__(self, session: GuestSession, pid: int, stdin_fd: int | None, out_fd: int,
-                 err_fd: int) -> None:
+                 err_fd: int, stop: threading.Event | None) -> None:
         super().__init__(session, pid, tty=False, stdin_fd=stdin_fd, winsize=None)
         self.out_fd = {stream_id(pid, Stream.STDOUT): out_fd,
                        stream_id(pid, Stream.STDERR): err_fd}
+        self.stop, self.killed = stop, False
+
+    def _read_io(self) -> None:
+        super()._read_io()
+        # Our reader gave up (a hostile or oversized stream): output that nobody takes
+        # must not keep flowing for as long as the guest likes.
+        if self.stop is not None and self.stop.is_set() and not self.killed:
+            self.killed = True
+            self.s.send_signal(self.pid, signal.SIGKILL)
 
 
 def run_tool(conn: libvirt.virConnect, store: Store, ref: str, args: tuple[str, ...], *,
-             stdin_fd: int | None, out_fd: int) -> tuple[Container, int, str]:
+             stdin_fd: int | None, out_fd: int,
+             stop: threading.Event | None = None) -> tuple[Container, int, str]:
     """Run a busybox applet in the running container ref; (container, status, stderr).
 
     Its stdout goes to out_fd (our stdin_fd, if any, is its stdin); stderr is kept short.
+    Once stop is set, the applet is killed.
     """
     c, dom = exec_mod.running(conn, store, ref)
 
@@ -94,7 +106,7 @@ def run_tool(conn: libvirt.virConnect, store: Store, ref: str, args: tuple[str, 
             pid = exec_mod._start(guest, spec, None, alive)
             with signals_to_pipe(()) as wake:
                 try:
-                    status = _ToolPump(guest, pid, stdin_fd, out_fd, err_w).run(wake)
+                    status = _ToolPump(guest, pid, stdin_fd, out_fd, err_w, stop).run(wake)
                 except GuestGone:
                     raise GuestGone(f"container {c.name} stopped while the command ran") \
                         from None
