@@ -20,6 +20,7 @@ VERBS = {
     "ps": "containers", "rm": "containers", "rename": "containers",
     "pause": "running", "unpause": "running", "wait": "running",
     "stats": "stats",
+    "cp": "copy", "top": "copy",
     "inspect": "inspect",
     "load": "images", "import": "images", "images": "images", "rmi": "images",
     "tag": "image_verbs", "save": "image_verbs", "history": "image_verbs",
