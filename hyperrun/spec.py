@@ -80,6 +80,9 @@ class ProcessSpec:
     stdin: bool = False
     # Capability names (hyperrun.capabilities); None: every one the guest kernel has.
     capabilities: frozenset[str] | None = capabilities.DEFAULT
+    # "busybox": args[0] is an applet of the agent's own busybox, not a program of the
+    # image (`top`, `cp`; docs/protocol.md "The agent's tools").
+    tool: str = ""
 
 
 @dataclass(frozen=True)

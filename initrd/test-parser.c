@@ -496,10 +496,23 @@ static void test_exec_valid(void)
 	decode(&m, MSG_EXEC, &p);
 	CHECK(decode_exec(&m, &r, err, sizeof err), "%s", err);
 	CHECK(r.id == MAX_ID && !r.main && !r.tty && !r.want_stdin && r.rows == 0);
-	CHECK(strcmp(r.cwd, "/") == 0 && strcmp(r.user, "") == 0 && r.envc == 0);
+	CHECK(strcmp(r.cwd, "/") == 0 && strcmp(r.user, "") == 0 && r.envc == 0 && !r.tool);
 	exec_req_free(&r);
 	msg_free(&m);
 	pl_free(&p);
+
+	/* tool=busybox; empty is no tool. */
+	for (int empty = 0; empty < 2; empty++) {
+		pl_add(&p, "id=2");
+		pl_add(&p, "arg=ps");
+		pl_add(&p, empty ? "tool=" : "tool=busybox");
+		decode(&m, MSG_EXEC, &p);
+		CHECK(decode_exec(&m, &r, err, sizeof err), "%s", err);
+		CHECK(r.tool == !empty && strcmp(r.argv[0], "ps") == 0);
+		exec_req_free(&r);
+		msg_free(&m);
+		pl_free(&p);
+	}
 }
 
 static void test_exec_refused(void)
@@ -532,6 +545,8 @@ static void test_exec_refused(void)
 		{ "id=4|arg=true|main=2", "malformed main", 4, false },
 		{ "id=4", "without a command", 4, false },
 		{ "id=4|env=A=1", "without a command", 4, false },
+		{ "id=4|arg=ps|tool=bash", "unknown tool (want busybox)", 4, false },
+		{ "id=4|arg=ps|tool=busybox|tool=busybox", "more than one tool", 4, false },
 		/* A main EXEC refused still ends the VM: main is read best-effort. */
 		{ "id=1|main=1|tty=7|arg=true", "malformed tty", 1, true },
 		{ "id=1|main=1", "without a command", 1, true },

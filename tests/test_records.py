@@ -128,3 +128,25 @@ def test_records_of_other_versions_still_load(store: Store) -> None:
     del data["domain_uuid"]
     record.write_text(json.dumps({**data, "added_later": 1}))
     assert [x.id for x in records.all_containers(store)] == [c.id]
+
+
+def test_a_guest_kernel_panic_is_an_exit_with_the_console_tail(store: Store) -> None:
+    import libvirt
+
+    from hyperrun.containers import lifecycle
+
+    c = _create(store)
+    files = records.paths(store, c.id)
+    files.exit_file.write_text("137\nthe VM ended before the container's main process "
+                               "exited\n")
+    files.console_log.write_text("[    1.0] booting\n" * 50 + "[    9.9] Kernel panic - not "
+                                 "syncing: Attempted to kill init! exitcode=0x0000000b\n"
+                                 "[    9.9] Rebooting in 1 seconds..\n")
+    conn = libvirt.open("test:///default")  # knows no domain of ours
+    try:
+        now, state = lifecycle.refresh(conn, store, c)
+    finally:
+        conn.close()
+    assert state is lifecycle.State.EXITED and now.exit_status == 137
+    assert now.error.startswith("the guest kernel panicked")
+    assert "Attempted to kill init!" in now.error and now.error.count("\n") <= 12

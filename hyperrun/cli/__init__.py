@@ -21,6 +21,7 @@ VERBS = {
     "port": "containers",
     "pause": "running", "unpause": "running", "wait": "running",
     "stats": "stats",
+    "cp": "copy", "top": "copy",
     "inspect": "inspect",
     "load": "images", "import": "images", "images": "images", "rmi": "images",
     "tag": "image_verbs", "save": "image_verbs", "history": "image_verbs",

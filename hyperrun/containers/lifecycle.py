@@ -8,10 +8,12 @@ by every store on the host and prove nothing.
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 
 import libvirt
 
 from hyperrun.containers import records
+from hyperrun.containers.boot import console_tail
 from hyperrun.containers.records import Container
 from hyperrun.errors import UsageError
 from hyperrun.store import Store, process_alive
@@ -23,6 +25,7 @@ from hyperrun.vm import hypervisor, monitor
 # never started, and it may well have run for hours.
 EXIT_KILLED = 137
 KILLED_NOTE = "its `hyperrun run` (pid {pid}) was killed, and the VM ended with it"
+PANIC_LINES = 12
 BOOT_KILLED_NOTE = "the `hyperrun` (pid {pid}) starting it was killed before its process started"
 MONITOR_LOST_NOTE = ("its VM ended while its monitor (pid {pid}) was not running, so how "
                      "its process ended is not known")
@@ -58,7 +61,10 @@ def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Conta
     ended = records.read_exit(files)
     if ended is not None:  # its monitor wrote down how the main process ended
         status, message = ended
-        if message and status == EXIT_KILLED and not c.detached and not (
+        panic = _panic(files.console_log) if message and status == EXIT_KILLED else ""
+        if panic:
+            message = panic
+        elif message and status == EXIT_KILLED and not c.detached and not (
                 c.owner_pid and process_alive(c.owner_pid)):
             message = KILLED_NOTE.format(pid=c.owner_pid)  # AUTODESTROY took the VM along
         return records.record_lost(store, c, status, message), State.EXITED
@@ -74,6 +80,16 @@ def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Conta
     if c.exit_status == EXIT_KILLED:
         records.remove_sockets(store, c)
     return c, State.EXITED
+
+
+def _panic(console_log: Path) -> str:
+    """If the guest's kernel panicked (panic=-1: it reboots, and the domain ends), the
+    console's last lines, which say why; else ""."""
+    tail = console_tail(console_log).splitlines()
+    if not any("Kernel panic" in line for line in tail):
+        return ""
+    return "the guest kernel panicked; the console's last lines:\n" + "\n".join(
+        tail[-PANIC_LINES:])
 
 
 def remove(conn: libvirt.virConnect, store: Store, c: Container, force: bool) -> None:

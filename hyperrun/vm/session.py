@@ -197,6 +197,8 @@ class GuestSession:
                    ("caps", capabilities.wire(spec.capabilities))]
         if size is not None:
             fields += [("rows", size.rows), ("cols", size.cols)]
+        if spec.tool:
+            fields.append(("tool", spec.tool))
         try:
             self.send(Message.make(Msg.EXEC, *fields))
         except ValueError as exc:

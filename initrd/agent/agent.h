@@ -203,6 +203,7 @@ struct exec_req {
 	const char *cwd, *user;       /* never NULL; they point into the message */
 	uint64_t caps;                /* bit N: capability N; UINT64_MAX with all_caps */
 	bool all_caps;                /* `caps` missing or "all": every one the kernel has */
+	bool tool;                    /* tool=busybox: argv[0] names an applet of our busybox */
 };
 
 /* id and main are filled in even when it fails (for the reply, and to end
@@ -288,12 +289,18 @@ struct exec_spec {
 	const char *cwd;
 	struct user user;
 	int child_fd[3]; /* the child's stdin (-1: /dev/null), stdout, stderr; a tty's slave */
+	int exe_fd;      /* >= 0: exec this file (the agent's busybox), not argv[0]'s path */
 };
 
 /* The agent's /dev/null, opened at start-up: a child's stdin with stdin=0. */
 extern int null_fd;
 /* The devpts instance CONTAINER mounted (O_PATH): ptys come from there. */
 extern int pts_fd;
+/* The initrd's static busybox (O_RDONLY, for execveat), opened at start-up from
+ * BUSYBOX_PATH, which the container never sees; -1 if the initrd has none. */
+extern int busybox_fd;
+#define BUSYBOX_PATH "/hyperrun/busybox"
+#define TOOL_BUSYBOX "busybox"
 const char *env_get(const char **envp, const char *key);
 void close_fds(int *fds, size_t n);
 int make_stdio(struct exec_spec *s, bool want_stdin, unsigned short rows, unsigned short cols,

@@ -10,13 +10,14 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
 /* --- EXEC: the child ------------------------------------------------------------ */
 
-int null_fd = -1, pts_fd = -1;
+int null_fd = -1, pts_fd = -1, busybox_fd = -1;
 
 /* What a child that could not exec tells the agent; < PIPE_BUF, so one write. */
 struct exec_failure {
@@ -172,6 +173,14 @@ static noreturn void run_child(const struct exec_spec *s, int errfd)
 	 * No PR_SET_NO_NEW_PRIVS: docker does not set it by default either. */
 	if (apply_caps(s->caps, u->uid == 0, err, sizeof err) < 0)
 		child_fail(errfd, STATUS_AGENT, "%s", err);
+	if (s->exe_fd >= 0) {
+		/* The agent's busybox: not a path, so nothing in the container (its
+		 * root, mounts or PATH) decides what runs. It picks the applet from
+		 * argv[0]. Close-on-exec is fine for an ELF binary (not a script). */
+		syscall(SYS_execveat, s->exe_fd, "", (char *const *)s->argv,
+			(char *const *)s->envp, AT_EMPTY_PATH);
+		exec_failed(errfd, s->argv[0], errno, false);
+	}
 	exec_command(s->argv, s->envp, errfd);
 }
 

@@ -216,6 +216,11 @@ int main(void)
 		die("open /proc: %s", errstr(errno));
 	if ((null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
 		die("open /dev/null: %s", errstr(errno));
+	/* The tools of `EXEC tool=busybox` (`top`, `cp`) on any image: opened now, from
+	 * the initrd, which no process sees once CONTAINER has switched root. */
+	if ((busybox_fd = open(BUSYBOX_PATH, O_RDONLY | O_CLOEXEC)) < 0)
+		logmsg("open %s: %s; EXEC tool=%s will fail", BUSYBOX_PATH, errstr(errno),
+		       TOOL_BUSYBOX);
 	/* The OOM killer should pick the container's processes, never us. */
 	if (write_file(proc_dir_fd, "self/oom_score_adj", "-1000") < 0)
 		logmsg("oom_score_adj: %s", errstr(errno));

@@ -216,7 +216,8 @@ void finish_processes(void)
 /* Returns whether the process runs; otherwise ERROR has been sent. */
 static bool start_process(const struct msg *m, bool *is_main_out)
 {
-	struct exec_spec s = { .child_fd = { -1, -1, -1 }, .ns = { { -1, -1, -1, -1 } } };
+	struct exec_spec s = { .child_fd = { -1, -1, -1 }, .ns = { { -1, -1, -1, -1 } },
+			       .exe_fd = -1 };
 	struct exec_req r;
 	char err[512], home_env[MAX_HOME + 5];
 	int ours[3] = { -1, -1, -1 };
@@ -252,6 +253,13 @@ static bool start_process(const struct msg *m, bool *is_main_out)
 		goto out;
 	}
 	s.caps = r.caps & caps_known();
+	if (r.tool) {
+		if (busybox_fd < 0) {
+			reply_error(s.id, STATUS_NOT_FOUND, "exec: the agent has no %s", TOOL_BUSYBOX);
+			goto out;
+		}
+		s.exe_fd = busybox_fd;
+	}
 	if (r.main && proc_main()) {
 		reply_error(s.id, STATUS_AGENT, "the container already has a main process");
 		goto out;

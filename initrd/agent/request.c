@@ -52,7 +52,7 @@ void exec_req_free(struct exec_req *r)
 bool decode_exec(const struct msg *m, struct exec_req *r, char *err, size_t errlen)
 {
 	static const char *const scalars[] = { "id",   "cwd",   "user", "tty",  "rows",
-					       "cols", "stdin", "main", "caps", NULL };
+					       "cols", "stdin", "main", "caps", "tool", NULL };
 	unsigned long id, v;
 
 	/* Without `caps`, every capability: what a host from before the key expects. */
@@ -99,6 +99,14 @@ bool decode_exec(const struct msg *m, struct exec_req *r, char *err, size_t errl
 		return fail(err, errlen,
 			    "EXEC with malformed caps (want all, none or numbers 0 to %d joined by ',')",
 			    MAX_CAP);
+
+	/* A program of the agent's own, for images without one (`top`, `cp`). */
+	const char *tool = msg_get(m, "tool");
+	if (tool && *tool) {
+		if (strcmp(tool, TOOL_BUSYBOX) != 0)
+			return fail(err, errlen, "EXEC with an unknown tool (want %s)", TOOL_BUSYBOX);
+		r->tool = true;
+	}
 
 	r->argc = msg_list(m, "arg", NULL);
 	r->envc = msg_list(m, "env", NULL);
