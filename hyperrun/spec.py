@@ -107,3 +107,9 @@ class VmSpec:
     emulator: Path | None = None
     # TCG's translation cache in MiB (None: QEMU's default); it dominates QEMU's own RSS.
     tb_cache_mib: int | None = None
+    # A virtio balloon that only does free page reporting: the guest hands back what it
+    # frees, so memory touched once (at boot, say) stops counting on the host.
+    free_page_reporting: bool = False
+    # Back guest RAM with a memfd rather than anonymous memory; shmem is not given
+    # transparent huge pages, so the host holds 4 KiB pages, not 2 MiB ones.
+    memfd_ram: bool = False
