@@ -149,5 +149,12 @@ class VmSpec:
     emulator: Path | None = None
     # TCG's translation cache in MiB (None: QEMU's default); it dominates QEMU's own RSS.
     tb_cache_mib: int | None = None
+    # A virtio balloon that only does free page reporting: the guest hands back what it
+    # frees, so memory a container used once stops counting on the host.
+    free_page_reporting: bool = False
+    # Back guest RAM with a memfd rather than anonymous memory: QEMU asks for transparent
+    # huge pages on the latter, and each 4 KiB the guest touches then costs 2 MiB; shmem
+    # gets none (the host's default shmem_enabled=never).
+    memfd_ram: bool = False
     network: NetworkMode = NetworkMode.NONE  # USER: a virtio NIC on QEMU's user network
     ports: tuple[PortMapping, ...] = ()  # host ports forwarded to the guest (USER only)

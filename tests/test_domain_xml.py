@@ -34,6 +34,8 @@ def _vm(accel: Accel = Accel.TCG, loader: Path | None = QBOOT) -> VmSpec:
         console_log=Path("/var/lib/hyperrun/containers/c1/console.log"),
         owner=OWNER,
         loader=loader,
+        free_page_reporting=True,
+        memfd_ram=True,
     )
 
 
@@ -65,6 +67,22 @@ def test_the_tcg_translation_cache_is_sized_only_under_tcg() -> None:
     assert "tb-cache" not in domain_xml(_vm(Accel.TCG))
 
 
+def test_free_page_reporting_is_a_virtio_balloon_that_reports() -> None:
+    from dataclasses import replace
+
+    xml = domain_xml(replace(_vm(), free_page_reporting=True))
+    assert '<memballoon model="virtio" freePageReporting="on" />' in xml
+    assert '<memballoon model="none" />' in domain_xml(replace(_vm(), free_page_reporting=False))
+
+
+def test_memfd_guest_ram() -> None:
+    from dataclasses import replace
+
+    xml = domain_xml(replace(_vm(), memfd_ram=True))
+    assert "<memoryBacking>\n    <source type=\"memfd\" />\n  </memoryBacking>" in xml
+    assert "memoryBacking" not in domain_xml(replace(_vm(), memfd_ram=False))
+
+
 def test_libvirt_test_driver_accepts_define_create_destroy() -> None:
     conn = libvirt.open("test:///default")
     try:
@@ -76,6 +94,8 @@ def test_libvirt_test_driver_accepts_define_create_destroy() -> None:
         parsed = dom.XMLDesc()
         assert "org.hyperrun.ctl" in parsed and "org.hyperrun.io" in parsed
         assert "<format type='raw'/>" in parsed
+        assert "<memballoon model='virtio' freePageReporting='on'" in parsed
+        assert "<source type='memfd'/>" in parsed
         # What hypervisor.owned_domain reads back to tell our domains from others'.
         metadata = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
         assert parse_owner(metadata) == OWNER

@@ -254,3 +254,31 @@ def test_restart_policies_start_it_again_until_stopped_by_hand(vm) -> None:
         time.sleep(5)  # long enough for a restart to have happened, were one due
         doc = _inspect(vm, "lc-always")
         assert (doc["State"]["Status"], doc["RestartCount"]) == ("exited", count)
+
+
+def test_concurrent_commands_on_one_container_take_turns(vm) -> None:
+    with detached(vm, "busybox", "sleep", "600", name="lc-busy"):
+        # Two stops at once while an exec runs: one stops the container, the other finds it
+        # stopped, both succeed; the exec ends with an error saying why.
+        long_exec = subprocess.Popen([sys.executable, "-m", "hyperrun", "exec", "lc-busy",
+                                      "sh", "-c", "echo started; sleep 600"],
+                                     env=vm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert long_exec.stdout.readline() == b"started\n"
+        stops = [subprocess.Popen([sys.executable, "-m", "hyperrun", "stop", "-t", "1",
+                                   "lc-busy"], env=vm.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for _ in range(2)]
+        for stop in stops:
+            out, err = stop.communicate(timeout=120)
+            assert (stop.returncode, out) == (0, b"lc-busy\n"), err
+        assert long_exec.wait(timeout=60) != 0  # its container went away under it
+        assert b"stopped while the command ran" in long_exec.stderr.read()
+        assert _inspect(vm, "lc-busy")["State"]["Status"] == "exited"
+        # rm -f while an exec runs: the rm succeeds, the exec ends with an error.
+        assert _ok(vm.hyperrun("start", "lc-busy")) == "lc-busy\n"
+        runner = subprocess.Popen([sys.executable, "-m", "hyperrun", "exec", "lc-busy",
+                                   "sh", "-c", "echo started; sleep 600"],
+                                  env=vm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert runner.stdout.readline() == b"started\n"
+        assert _ok(vm.hyperrun("rm", "-f", "lc-busy")) == "lc-busy\n"
+        assert runner.wait(timeout=60) != 0
+        assert vm.hyperrun("inspect", "lc-busy").returncode == 1

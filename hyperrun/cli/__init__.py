@@ -66,6 +66,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--version"]:  # without building every verb's parser
+        print(f"hyperrun {__version__}")
+        return 0
     args = build_parser(argv).parse_args(argv)
     log.setup(args.debug)
     try:

@@ -37,6 +37,9 @@ def domain_xml(vm: VmSpec) -> str:
     _sub(owner, f"{METADATA_PREFIX}:store", vm.owner.store_id)
     _sub(owner, f"{METADATA_PREFIX}:id", vm.owner.container_id)
     _sub(dom, "memory", str(vm.memory_mib), unit="MiB")
+    if vm.memfd_ram:
+        backing = _sub(dom, "memoryBacking")
+        _sub(backing, "source", type="memfd")
     _sub(dom, "vcpu", str(vm.vcpus))
 
     os_el = _sub(dom, "os")
@@ -92,7 +95,10 @@ def domain_xml(vm: VmSpec) -> str:
 
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
-    _sub(devices, "memballoon", model="none")
+    if vm.free_page_reporting:
+        _sub(devices, "memballoon", model="virtio", freePageReporting="on")
+    else:
+        _sub(devices, "memballoon", model="none")
     _network(dom, devices, vm)
 
     ET.indent(dom)

@@ -32,8 +32,8 @@ def _int(stats: dict[str, object], key: str) -> int:
 def sample(conn: libvirt.virConnect, doms: list[libvirt.virDomain]) -> dict[str, Sample]:
     """Samples of doms by UUID, all from one libvirt call; a domain that ended is absent.
 
-    With `<memballoon model='none'>` libvirt's balloon group still reports `balloon.rss`,
-    read from QEMU's /proc entry: the guest's memory as far as the host has paid for it,
+    libvirt's balloon group reports `balloon.rss`, read from QEMU's /proc entry (with or
+    without a balloon device): the guest's memory as far as the host has paid for it,
     plus QEMU's own (the TCG translation cache above all).
     """
     if not doms:
