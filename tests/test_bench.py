@@ -147,12 +147,12 @@ def test_phases_add_up_to_the_total() -> None:
     assert s.phases["agent_started"] == pytest.approx(0.5)
     assert s.phases["process_execd"] == pytest.approx(0.1)
     assert s.mapping_error == pytest.approx(0.003)
-    assert s.guest_dropped is None and s.clamped == 0
+    assert s.guest_dropped is None and s.overlapped == 0
 
 
-def test_a_guest_milestone_before_the_hosts_previous_one_is_clamped() -> None:
+def test_a_guest_milestone_before_the_hosts_previous_one_counts_as_overlapped() -> None:
     s = build(_raw(_host(created=OFFSET + 0.2)))  # kernel entered (OFFSET) before createXML
-    assert s.phases["kernel_entered"] == 0.0 and s.clamped == 1
+    assert s.phases["kernel_entered"] == 0.0 and s.overlapped == 1
     assert sum(s.phases.values()) == pytest.approx(s.total)  # type: ignore[arg-type]
 
 

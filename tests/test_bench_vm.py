@@ -22,14 +22,14 @@ def _bench(vm: Any, tmp_path: Path, *args: str) -> dict[str, Any]:
     out = tmp_path / "boot.json"
     proc = vm.hyperrun("bench", "boot", "--json", str(out), *args, timeout=600)
     assert proc.returncode == 0, proc.stderr.decode()
-    assert b"total" in proc.stdout  # the table
+    assert b"total" in proc.stdout, proc.stdout.decode()  # the table
     return json.loads(out.read_text())
 
 
 def _check_distribution(stats: dict[str, float]) -> None:
-    assert list(stats) == list(KEYS)
+    assert list(stats) == list(KEYS), stats
     values = [stats[k] for k in KEYS]
-    assert values == sorted(values) and values[0] >= 0
+    assert values == sorted(values) and values[0] >= 0, stats
 
 
 def _check(report: dict[str, Any], runs: int) -> None:
@@ -39,19 +39,19 @@ def _check(report: dict[str, Any], runs: int) -> None:
     for name in report["phase_order"]:
         assert report["phases"][name] is not None, name  # every phase timed in some run
         _check_distribution(report["phases"][name])
-    assert report["guest_stamps_dropped"] == []
+    assert report["guest_stamps_dropped"] == [], report["guest_stamps_dropped"]
     for run in report["runs"]:
         phases = [run["phases"][name] for name in report["phases_in_total"]]
         assert all(p is not None and p >= 0 for p in phases), run
         assert abs(sum(phases) - run["total"]) <= SUM_TOLERANCE, run
-        assert run["vm_gone"] is not None and run["vm_gone"] >= 0
+        assert run["vm_gone"] is not None and run["vm_gone"] >= 0, run
         # The mapping error is bounded by EXEC's round trip, which the run contains.
-        assert 0 <= run["mapping_error"] <= run["total"]
+        assert 0 <= run["mapping_error"] <= run["total"], run
     env = report["environment"]
-    assert env["accelerator"] in ("kvm", "tcg") and env["accelerator_reason"]
-    assert env["guest_kernel_bytes"] > 0 and env["initrd_bytes"] > 0
-    assert env["qemu_version"] and env["libvirt_version"] and env["host_cores"] >= 1
-    assert report["throughput"]["boots_per_second"] > 0
+    assert env["accelerator"] in ("kvm", "tcg") and env["accelerator_reason"], env
+    assert env["guest_kernel_bytes"] > 0 and env["initrd_bytes"] > 0, env
+    assert env["qemu_version"] and env["libvirt_version"] and env["host_cores"] >= 1, env
+    assert report["throughput"]["boots_per_second"] > 0, report["throughput"]
 
 
 def test_bench_boot_one_at_a_time(vm, tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_bench_boot_one_at_a_time(vm, tmp_path: Path) -> None:
                     "--plot", str(plot))
     _check(report, 3)
     assert report["settings"]["parallel"] == 1
-    assert report["cli_runs"] == 1 and report["cli_wall"]["min"] > 0
+    assert report["cli_runs"] == 1 and report["cli_wall"]["min"] > 0, report["cli_wall"]
     data = plot.read_bytes()
     assert len(data) > len(PNG_MAGIC) and data.startswith(PNG_MAGIC)
 

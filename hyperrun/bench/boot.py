@@ -158,8 +158,9 @@ def run(bench: BootBench, store: Store, progress: Progress) -> dict[str, Any]:
     with GoneWatcher(bench.uri) as watcher:
         if bench.parallel == 1:
             _measure_serial(bench, store, bench.warmup, "warmup", progress, watcher)
-            start = time.monotonic()
             samples = _measure_serial(bench, store, bench.runs, "measure", progress, watcher)
+            # The time spent in runs; not the waits for each VM to go between them.
+            wall = sum(s.total for s in samples)
         else:
             context = multiprocessing.get_context("spawn")
             # A worker imports the run path when its first task arrives, before that
@@ -171,16 +172,28 @@ def run(bench: BootBench, store: Store, progress: Progress) -> dict[str, Any]:
                 start = time.monotonic()
                 samples = _measure_pool(pool, bench, store, bench.runs, "measure", progress,
                                         watcher)
-        wall = time.monotonic() - start
+                wall = time.monotonic() - start
         progress("teardown", 0, 1)
         watcher.wait(GONE_TIMEOUT)
         samples = [dataclasses.replace(s, vm_gone=_gone(watcher, s)) for s in samples]
-    cli = []
-    for i in range(bench.cli_runs):
-        progress("cli", i, bench.cli_runs)
-        cli.append(cli_wall(bench, store))
-    progress("cli", bench.cli_runs, bench.cli_runs)
+        cli = _measure_cli(bench, store, progress, watcher)
     return report.make(bench_settings(bench), env, samples, wall, cli)
+
+
+def _measure_cli(bench: BootBench, store: Store, progress: Progress,
+                 watcher: GoneWatcher) -> list[float]:
+    """cli_wall, bench.cli_runs times, each once the VM of the one before is gone."""
+    prefix = f"hyperrun-{store.identity()}-"
+    walls = []
+    progress("cli", 0, bench.cli_runs)
+    for i in range(bench.cli_runs):
+        before = watcher.listed(prefix)
+        walls.append(cli_wall(bench, store))
+        for uuid in watcher.listed(prefix) - before:
+            watcher.watch(uuid)
+        watcher.wait(GONE_TIMEOUT)
+        progress("cli", i + 1, bench.cli_runs)
+    return walls
 
 
 def _gone(watcher: GoneWatcher, s: Sample) -> float | None:

@@ -64,7 +64,7 @@ def _cdf(ax: Any, report: dict[str, Any]) -> None:
     ax.set_xlim(left=0)
     ax.set_title("How long a boot takes (CDF)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left")
 
 
 def _bars(ax: Any, report: dict[str, Any]) -> None:
@@ -75,7 +75,7 @@ def _bars(ax: Any, report: dict[str, Any]) -> None:
     left = 0.0
     for i, (name, value) in enumerate(zip(names, medians, strict=True)):
         ax.barh(1, value, left=left, color=COLOURS[i % len(COLOURS)], edgecolor="white",
-                label=name.replace("_", " "))
+                label="until " + name.replace("_", " "))
         if value / whole >= LABEL_MIN:
             ax.text(left + value / 2, 1, name.replace("_", "\n"), ha="center", va="center",
                     fontsize=7)
@@ -87,6 +87,6 @@ def _bars(ax: Any, report: dict[str, Any]) -> None:
                 label="VM gone (after exit; not in the total)")
     ax.set_yticks([1, 0], ["phases (median each)", "teardown"])
     ax.set_xlabel("seconds (medians of each phase; they need not add up to the median total)")
-    ax.set_title("Where a boot's time goes")
+    ax.set_title("Where a boot's time goes: each segment lasts until the milestone it names")
     ax.set_xlim(left=0)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=4, fontsize=8)

@@ -3,6 +3,9 @@
 Every duration is in seconds. Distributions are objects with min, p50, p90, p99 and max
 (bench/stats.py); a phase no run could time is null. The phases of `phases_in_total`
 add up to `total` run by run; vm_gone is counted from exit_reported and is not part of it.
+Throughput: runs / wall, where wall is, one run at a time, the sum of the totals (runs
+wait for the VM before them to go, untimed) and, with --parallel, the wall-clock time
+from the first measured run's start to the last one's return.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def _known(values: Sequence[float | None]) -> list[float]:
 def run_record(s: Sample) -> dict[str, Any]:
     return {"total": s.total, "phases": dict(s.phases), TEARDOWN: s.vm_gone,
             "mapping_error": s.mapping_error, "container_round_trip": s.container_round_trip,
-            "guest_stamps_dropped": s.guest_dropped, "clamped_milestones": s.clamped}
+            "guest_stamps_dropped": s.guest_dropped, "overlapped_milestones": s.overlapped}
 
 
 def make(settings: dict[str, Any], env: dict[str, Any], samples: Sequence[Sample],
@@ -49,7 +52,7 @@ def make(settings: dict[str, Any], env: dict[str, Any], samples: Sequence[Sample
         "mapping_error": summary(_known([s.mapping_error for s in samples])),
         "container_round_trip": summary([s.container_round_trip for s in samples]),
         "guest_stamps_dropped": [s.guest_dropped for s in samples if s.guest_dropped],
-        "clamped_milestones": sum(s.clamped for s in samples),
+        "overlapped_milestones": sum(s.overlapped for s in samples),
         "throughput": {"parallel": settings["parallel"], "runs": len(samples),
                        "wall": wall, "boots_per_second": len(samples) / wall if wall else None},
         "cli_wall": summary(list(cli)),

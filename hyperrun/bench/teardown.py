@@ -51,6 +51,12 @@ class GoneWatcher:
             if uuid not in self._gone:
                 self._pending.add(uuid)
 
+    def listed(self, prefix: str) -> set[str]:
+        """The UUIDs of the domains listed now whose names start with prefix."""
+        assert self._conn is not None
+        return {d.UUIDString() for d in self._conn.listAllDomains(0)
+                if d.name().startswith(prefix)}
+
     def gone_at(self, uuid: str) -> float | None:
         with self._lock:
             return self._gone.get(uuid)

@@ -135,14 +135,17 @@ class Sample:
     container_round_trip: float
     mapping_error: float | None
     guest_dropped: str | None = None  # why this run's guest stamps were not used
-    clamped: int = 0  # milestones moved up to the one before (see build)
+    overlapped: int = 0  # milestones reached before the one preceding them (see build)
     vm_gone: float | None = None
 
 
 def build(raw: RawRun) -> Sample:
-    """The phases of one run. Milestones never go backwards: one that maps before the
-    milestone preceding it (within the mapping error, or as QEMU's start is known to a
-    clock tick) is counted at that milestone, and the run's `clamped` says how often."""
+    """The phases of one run, on its critical path: a phase lasts from the time the
+    previous milestone was reached until this one was, or 0 when this one came first.
+    That happens when work overlaps (libvirt resumes the vCPUs before createXML returns,
+    so on a loaded host the guest may boot before the host hears of its domain), within
+    the mapping error, or as QEMU's start is known only to a clock tick; `overlapped`
+    counts it. So the phases of a run always add up to its total."""
     h = raw.host
     missing = [e for e in HOST_EVENTS if e not in h]
     if missing:
@@ -166,18 +169,18 @@ def build(raw: RawRun) -> Sample:
         "domain_created": h["created"], **dict.fromkeys(GUEST_PHASES[:-1], None),
         **(guest or {}), "exit_reported": h["exit"], "run_returned": h["returned"]}
     phases: dict[str, float | None] = {}
-    previous, clamped, unknown = h["start"], 0, False
+    previous, overlapped, unknown = h["start"], 0, False
     for name in PHASES:
         t = raw_times[name]
         if t is None:
             phases[name], unknown = None, True
             continue
         if t < previous:
-            t, clamped = previous, clamped + 1
+            t, overlapped = previous, overlapped + 1
         # The phase after an unknown milestone spans two phases: unknown too.
         phases[name] = None if unknown else t - previous
         previous, unknown = t, False
     return Sample(total=h["returned"] - h["start"], phases=phases, exit_reported=h["exit"],
                   domain_uuid=raw.domain_uuid,
                   container_round_trip=h["ok"] - h["container_sent"], mapping_error=error,
-                  guest_dropped=dropped, clamped=clamped)
+                  guest_dropped=dropped, overlapped=overlapped)
