@@ -163,12 +163,18 @@ def test_bad_guest_stamps_drop_only_the_guest_phases() -> None:
     assert s.phases["domain_created"] is not None and s.phases["run_returned"] is not None
 
 
-def test_a_guest_claiming_to_boot_before_the_run_is_dropped() -> None:
-    early = _ok(agent_ns=str(5000 * MS), request_ns=str(5010 * MS),
-                mounted_ns=str(5040 * MS), now_ns=str(5060 * MS))
-    late = _started(request_ns=str(5100 * MS), exec_ns=str(5140 * MS), now_ns=str(5141 * MS))
-    s = build(_raw(ok=early, started=late))
+def test_a_guest_claiming_its_agent_started_before_the_run_is_dropped() -> None:
+    early = _ok(agent_ns=str(10 * MS))  # mapped to OFFSET + 0.011, before the start
+    s = build(_raw(_host(start=OFFSET + 0.05), ok=early))
     assert s.guest_dropped is not None and "before the run" in s.guest_dropped
+
+
+def test_guest_time_0_before_the_run_only_overlaps() -> None:
+    # The guest's early clock is rough: time 0 may map before the run began.
+    s = build(_raw(_host(start=OFFSET + 0.1, overlay=OFFSET + 0.11, created=OFFSET + 0.3),
+                   qemu=OFFSET + 0.2))
+    assert s.guest_dropped is None and s.phases["kernel_entered"] == 0.0 and s.overlapped == 1
+    assert s.milestones["kernel_entered"] == pytest.approx(-0.099)
 
 
 def test_an_unknown_qemu_start_leaves_its_two_phases_unknown() -> None:

@@ -3,6 +3,8 @@
 Every duration is in seconds. Distributions are objects with min, p50, p90, p99 and max
 (bench/stats.py); a phase no run could time is null. The phases of `phases_in_total`
 add up to `total` run by run; vm_gone is counted from exit_reported and is not part of it.
+Each run also lists its milestones as measured (seconds from its start, before phases
+that overlap are counted as 0; see timeline.build).
 Throughput: runs / wall, where wall is, one run at a time, the sum of the totals (runs
 wait for the VM before them to go, untimed) and, with --parallel, the wall-clock time
 from the first measured run's start to the last one's return.
@@ -25,6 +27,7 @@ def _known(values: Sequence[float | None]) -> list[float]:
 
 def run_record(s: Sample) -> dict[str, Any]:
     return {"total": s.total, "phases": dict(s.phases), TEARDOWN: s.vm_gone,
+            "milestones": dict(s.milestones),
             "mapping_error": s.mapping_error, "container_round_trip": s.container_round_trip,
             "guest_stamps_dropped": s.guest_dropped, "overlapped_milestones": s.overlapped}
 

@@ -124,6 +124,12 @@ def map_clock(host: dict[str, float], g: GuestStamps) -> Mapping:
     return Mapping(high, max(0.0, high - low))
 
 
+def _handshake(h: dict[str, float]) -> dict[str, float | None]:
+    """The host's side of the two round trips: not phases, but where a gap may lie."""
+    return {"host_sent_container": h["container_sent"], "host_received_ok": h["ok"],
+            "host_sent_exec": h["exec_sent"], "host_received_started": h["started"]}
+
+
 @dataclass(frozen=True)
 class Sample:
     """One measured run: its total, its phases (None: unknown for this run), and how sure."""
@@ -134,6 +140,7 @@ class Sample:
     domain_uuid: str
     container_round_trip: float
     mapping_error: float | None
+    milestones: dict[str, float | None] = field(default_factory=dict)  # as measured, from start
     guest_dropped: str | None = None  # why this run's guest stamps were not used
     overlapped: int = 0  # milestones reached before the one preceding them (see build)
     vm_gone: float | None = None
@@ -160,8 +167,11 @@ def build(raw: RawRun) -> Sample:
                  "root_mounted": mapping.offset + stamps.mounted / NS,
                  "process_execd": mapping.offset + stamps.exec / NS}
         error = mapping.error
-        if guest["kernel_entered"] < h["start"]:
-            raise StampError("the guest claims to have booted before the run began")
+        # Not kernel_entered: until its TSC clocksource is up (~0.3 s in, under TCG) the
+        # guest keeps time by timer ticks, so guest time 0 maps only roughly, and may map
+        # before the run on a loaded host. The agent's stamps are read on the TSC.
+        if guest["agent_started"] < h["start"]:
+            raise StampError("the guest claims its agent started before the run began")
     except (StampError, KeyError) as exc:
         guest, dropped = None, str(exc) if isinstance(exc, StampError) else "no guest reply"
     raw_times: dict[str, float | None] = {
@@ -182,5 +192,7 @@ def build(raw: RawRun) -> Sample:
         previous, unknown = t, False
     return Sample(total=h["returned"] - h["start"], phases=phases, exit_reported=h["exit"],
                   domain_uuid=raw.domain_uuid,
+                  milestones={k: None if v is None else v - h["start"]
+                              for k, v in {**raw_times, **_handshake(h)}.items()},
                   container_round_trip=h["ok"] - h["container_sent"], mapping_error=error,
                   guest_dropped=dropped, overlapped=overlapped)
