@@ -37,7 +37,8 @@ MILESTONES: tuple[tuple[str, str], ...] = (
     ("image_overlay_ready", "image resolved, base disk and the container's overlay ready"),
     ("qemu_running", "libvirt has started the QEMU process"),
     ("domain_created", "createXML returned: QEMU probed by libvirt and its vCPUs resumed"),
-    ("kernel_entered", "the guest kernel started its clock (guest time 0)"),
+    ("kernel_entered", "guest time 0: the decompressed kernel starts its clock (roughly: "
+                       "ticks, not the TSC, until ~0.3 s in)"),
     ("agent_started", "the agent (PID 1) entered main()"),
     ("root_mounted", "the container's root disk is mounted in the guest"),
     ("process_execd", "the container's process passed execve"),
