@@ -28,6 +28,7 @@ VERBS = {
     "system": "prune",
     "pull": "registry", "login": "registry", "logout": "registry",
     "info": "system", "version": "system",
+    "bench": "bench",
 }
 
 
