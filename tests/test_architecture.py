@@ -16,7 +16,8 @@ ALLOWED = {
     "vm": {"base"},
     "registry": {"base", "images"},
     "containers": {"base", "images", "vm"},
-    "cli": {"base", "images", "vm", "registry", "containers"},
+    "bench": {"base", "images", "vm", "registry", "containers"},
+    "cli": {"base", "images", "vm", "registry", "containers", "bench"},
 }
 MAX_LINES = 420
 

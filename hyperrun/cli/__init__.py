@@ -29,6 +29,7 @@ VERBS = {
     "system": "prune",
     "pull": "registry", "login": "registry", "logout": "registry",
     "info": "system", "version": "system",
+    "bench": "bench",
 }
 
 

@@ -18,8 +18,7 @@ from hyperrun.errors import HyperrunError
 from hyperrun.images.store import ImageStore
 from hyperrun.store import Store
 from hyperrun.vm import accel, hypervisor
-
-KERNEL_HEADER = 0x200  # the x86 boot protocol's setup header sits in the image's 2nd sector
+from hyperrun.vm.versions import kernel_version, libvirt_version
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,25 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("version", help="show hyperrun's, libvirt's and QEMU's versions")
     p.add_argument("--connect", help="libvirt URI")
     p.set_defaults(func=version)
-
-
-def libvirt_version(number: int) -> str:
-    """libvirt's encoding of versions (major * 1,000,000 + minor * 1,000 + release)."""
-    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
-
-
-def kernel_version(path: Path) -> str:
-    """The version string a bzImage carries in its boot header, or "" if it has none."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(64 << 10)
-    except OSError:
-        return ""
-    if head[0x202:0x206] != b"HdrS" or len(head) < 0x210:
-        return ""
-    offset = int.from_bytes(head[0x20E:0x210], "little") + KERNEL_HEADER
-    text = head[offset:offset + 256].split(b"\0")[0]
-    return log.escape(text.decode(errors="replace"))
 
 
 def disk_usage(path: Path) -> int:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
@@ -35,6 +36,12 @@ CMDLINE = "console=ttyS0 quiet panic=-1 rdinit=/init"
 TB_CACHE_MIB: int | None = 16
 CONSOLE_TAIL_LINES = 25
 CONSOLE_TAIL_BYTES = 64 << 10
+# Told of a run's milestones and what came with them (`hyperrun bench boot`).
+Timeline = Callable[[str, Any], None]
+
+
+def no_timeline(event: str, detail: Any) -> None:
+    """The Timeline of every run that is not a benchmark's."""
 
 
 def vm_spec(store: Store, c: Container) -> VmSpec:
@@ -89,7 +96,8 @@ def boot_timeout() -> float:
 
 @contextlib.contextmanager
 def booted(conn: libvirt.virConnect, store: Store, c: Container,
-           detach: bool) -> Iterator[tuple[Container, libvirt.virDomain, GuestSession]]:
+           detach: bool, timeline: Timeline = no_timeline,
+           ) -> Iterator[tuple[Container, libvirt.virDomain, GuestSession]]:
     """Boot c's VM and its monitor; yield the record, the domain and a prepared guest.
 
     On the way out the session closes; the VM stays unless an exception left this
@@ -106,6 +114,7 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
     log.debug("domain XML:\n%s", xml)
     started = time.monotonic()
     with hypervisor.transient_domain(conn, xml, autodestroy=not detach) as dom:
+        timeline("created", dom)
         try:
             pid = monitor.spawn(monitor.MonitorSpec(
                 binary=binary, ctl_socket=files.ctl_socket, io_socket=files.io_socket,
@@ -123,8 +132,10 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
             with monitor.session(files.mon_socket) as guest:
                 guest.paused = lambda: hypervisor.is_paused(dom)
                 try:
-                    guest.setup_container(c.settings.hostname, boot_timeout(), alive,
-                                          network.guest_fields(c.settings))
+                    timeline("container_sent", None)
+                    timeline("ok", guest.setup_container(c.settings.hostname,
+                                                         boot_timeout(), alive,
+                                                         network.guest_fields(c.settings)))
                 except (GuestGone, TimeoutError) as exc:
                     why = "did not answer in time" if isinstance(exc, TimeoutError) else "stopped"
                     raise BootFailed(f"the VM failed to boot: the guest agent {why}",

@@ -123,10 +123,11 @@ def check_exec_size(process: ProcessSpec) -> None:
 
 
 def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
-        terminal: Terminal | None) -> int:
+        terminal: Terminal | None, timeline: boot.Timeline = boot.no_timeline) -> int:
     """Run the container to completion and return its exit status.
 
-    pull fetches an image missing from the store; terminal is the user's, for -t.
+    pull fetches an image missing from the store; terminal is the user's, for -t;
+    timeline is told of milestones (`hyperrun bench boot`).
     """
     images = ImageStore(store)
     image = resolve_image(store, run, pull)
@@ -158,8 +159,9 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 store, cid, run.name, run.image, image.id, run.command, remove=run.remove,
                 settings=settings)
             create_overlay(base, state.paths(store, container.id).overlay)
+            timeline("overlay", None)
             status = _boot_and_run(conn, store, container, process, terminal, job,
-                                   detach=run.detach)
+                                   detach=run.detach, timeline=timeline)
             if run.detach:
                 print(container.id, flush=True)  # as `docker run -d` does
             elif not run.remove:
@@ -171,8 +173,8 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
 
 def _boot_and_run(conn: libvirt.virConnect, store: Store, container: state.Container,
                   process: ProcessSpec, terminal: Terminal | None, job: _Cleanup,
-                  detach: bool) -> int:
-    with boot.booted(conn, store, container, detach=detach) as (c, dom, guest):
+                  detach: bool, timeline: boot.Timeline = boot.no_timeline) -> int:
+    with boot.booted(conn, store, container, detach=detach, timeline=timeline) as (c, dom, guest):
         job.started(c)
 
         def alive() -> bool:
@@ -185,15 +187,18 @@ def _boot_and_run(conn: libvirt.virConnect, store: Store, container: state.Conta
         term = terminal if process.tty else None
         size = term.size() if term is not None else None
         with term.raw() if term is not None else contextlib.nullcontext():
-            guest.start(1, process, size, main=True, alive=alive)
+            timeline("exec_sent", None)
+            timeline("started", guest.start(1, process, size, main=True, alive=alive))
             state.record_booted(store, c)
-            return guest.pump(
+            status = guest.pump(
                 1,
                 tty=process.tty,
                 stdin_fd=0 if process.stdin else None,
                 winsize=term.size if term is not None and term.follows_resizes else None,
                 forward=FORWARDED_SIGNALS,
             )
+            timeline("exit", None)
+            return status
 
 
 def _capability_settings(caps: frozenset[str] | None) -> dict[str, Any]:

@@ -177,18 +177,20 @@ class GuestSession:
                 self.ctl.settimeout(None)
 
     def setup_container(self, hostname: str, timeout: float, alive: Callable[[], bool],
-                        extra: Sequence[tuple[str, str | int]] = ()) -> None:
-        """CONTAINER, with extra keys (the network's) after the root disk's."""
+                        extra: Sequence[tuple[str, str | int]] = ()) -> Message:
+        """Send CONTAINER, with extra keys (the network's) after the root disk's; return the
+        agent's OK (its boot stamps are for benchmarks)."""
         self.send(Message.make(Msg.CONTAINER, ("hostname", hostname), ("rootfs", "vda"),
                                ("fstype", "ext4"), *extra))
         reply = self.wait_for(lambda m: m.type in (Msg.OK, Msg.ERROR), timeout, alive)
         if reply.type is Msg.ERROR:
             # The text is the guest's: kept short by Message.decode, escaped by log.error.
             raise ContainerError(f"preparing the container failed: {reply.get('message')}")
+        return reply
 
     def start(self, pid: int, spec: ProcessSpec, size: WinSize | None, main: bool,
-              alive: Callable[[], bool]) -> None:
-        """Send EXEC and wait until the agent says the program is running."""
+              alive: Callable[[], bool]) -> Message:
+        """Send EXEC and wait until the agent says the program is running; its STARTED."""
         fields: list[tuple[str, str | int]] = [("id", pid)]
         fields += [("arg", a) for a in spec.args]
         fields += [("env", e) for e in spec.env]
@@ -219,6 +221,7 @@ class GuestSession:
             status = error_status(reply)
             raise ContainerError(reply.get("message") or "the process did not start", status)
         self._started.add(pid)
+        return reply
 
     def attach(self, pid: int) -> None:
         """Ask the monitor for process pid's output and exit from now on (`attach`)."""

@@ -109,6 +109,9 @@ const char *errstr(int err);
 /* The host reports the console tail when the VM ends without an EXIT. */
 noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 long long now_ms(void);
+/* CLOCK_BOOTTIME in ns: the boot stamps of OK and STARTED (docs/protocol.md). */
+long long now_ns(void);
+extern long long agent_ns, mounted_ns, request_ns;
 void sleep_ms(long ms);
 bool wait_for_path(const char *path, int timeout_ms);
 int write_file(int dirfd, const char *path, const char *text);
@@ -186,7 +189,7 @@ frame_fn on_ctl_frame;
 void reply_ok(void);
 /* id 0 means "not about a process" (ids start at 1). */
 void reply_error(uint32_t id, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void reply_started(uint32_t id, pid_t pid);
+void reply_started(uint32_t id, pid_t pid, long long exec_ns);
 void reply_exit(uint32_t id, int status);
 
 /* --- request.c --------------------------------------------------------------- */
@@ -290,6 +293,7 @@ struct exec_spec {
 	struct user user;
 	int child_fd[3]; /* the child's stdin (-1: /dev/null), stdout, stderr; a tty's slave */
 	int exe_fd;      /* >= 0: exec this file (the agent's busybox), not argv[0]'s path */
+	long long exec_ns; /* set by spawn: when the agent saw execve succeed */
 };
 
 /* The agent's /dev/null, opened at start-up: a child's stdin with stdin=0. */

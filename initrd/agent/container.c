@@ -100,6 +100,7 @@ static bool setup_container(const struct msg *m)
 			    errstr(errno));
 		return false;
 	}
+	mounted_ns = now_ns();
 	if (chdir(NEWROOT) < 0) {
 		reply_error(0, STATUS_AGENT, "chdir %s: %s", NEWROOT, errstr(errno));
 		return false;

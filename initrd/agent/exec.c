@@ -309,8 +309,10 @@ pid_t spawn(struct exec_spec *s)
 		n = read(report[0], &f, sizeof f);
 	while (n < 0 && errno == EINTR);
 	close(report[0]);
-	if (n == 0)
+	if (n == 0) {
+		s->exec_ns = now_ns();
 		return pid;
+	}
 	/* It failed and exits right away; reap it here, it is nobody's business. */
 	waitpid(pid, NULL, 0);
 	if (n == (ssize_t)sizeof f) {

@@ -202,6 +202,7 @@ static noreturn void serve(int sigfd)
 
 int main(void)
 {
+	agent_ns = now_ns();
 	if (getpid() != 1) {
 		fprintf(stderr, "hyperrun-agent: must run as PID 1 of a hyperrun VM\n");
 		return STATUS_AGENT;

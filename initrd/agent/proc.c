@@ -311,7 +311,7 @@ static bool start_process(const struct msg *m, bool *is_main_out)
 		.out_fd = ours[1],
 		.err_fd = s.tty ? -1 : ours[2],
 	};
-	reply_started(s.id, pid);
+	reply_started(s.id, pid, s.exec_ns);
 out:
 	ns_close(&s.ns);
 	exec_req_free(&r);

@@ -218,10 +218,16 @@ static void reply_send(uint32_t type, struct reply *r)
 	send_frame(&ctl_port, type, r->frame, (uint32_t)r->len);
 }
 
+/* OK to CONTAINER carries the boot stamps (`hyperrun bench boot`); request_ns
+ * and now_ns let the host map them to its own clock. */
 void reply_ok(void)
 {
 	struct reply r = { .len = 0 };
 
+	reply_add(&r, "agent_ns", "%lld", agent_ns);
+	reply_add(&r, "request_ns", "%lld", request_ns);
+	reply_add(&r, "mounted_ns", "%lld", mounted_ns);
+	reply_add(&r, "now_ns", "%lld", now_ns());
 	reply_send(MSG_OK, &r);
 }
 
@@ -242,12 +248,15 @@ void reply_error(uint32_t id, int status, const char *fmt, ...)
 	reply_send(MSG_ERROR, &r);
 }
 
-void reply_started(uint32_t id, pid_t pid)
+void reply_started(uint32_t id, pid_t pid, long long exec_ns)
 {
 	struct reply r = { .len = 0 };
 
 	reply_add(&r, "id", "%u", id);
 	reply_add(&r, "pid", "%d", (int)pid);
+	reply_add(&r, "request_ns", "%lld", request_ns);
+	reply_add(&r, "exec_ns", "%lld", exec_ns);
+	reply_add(&r, "now_ns", "%lld", now_ns());
 	reply_send(MSG_STARTED, &r);
 }
 
@@ -282,6 +291,7 @@ void on_ctl_frame(uint32_t type, const unsigned char *payload, uint32_t len)
 	bool end = false;
 	size_t i;
 
+	request_ns = now_ns();
 	msg_decode(type, payload, len, &m);
 	for (i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
 		if (handlers[i].type == type) {

@@ -78,6 +78,16 @@ noreturn void die(const char *fmt, ...)
 
 /* --- small helpers -------------------------------------------------------- */
 
+long long agent_ns, mounted_ns, request_ns;
+
+long long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 long long now_ms(void)
 {
 	struct timespec ts;
