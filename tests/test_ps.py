@@ -109,6 +109,7 @@ def test_format_json_is_one_object_a_line(root: Path) -> None:
 
 def test_format_templates(root: Path) -> None:
     c = make(root, "a", exit_status=0)
+    age(root, c, 180)  # two `ps` a second apart then still word its age alike
     out = ok(hyperrun(root, "ps", "-a", "--format", "{{.ID}}: {{.Names}} ({{.CPUs}} CPUs, "
                       "{{.Memory}})"))
     assert out == f"{c.id[:12]}: a (2 CPUs, 256MiB)\n"
