@@ -79,8 +79,9 @@ def exec_spec(c: Container, args: tuple[str, ...], env: tuple[str, ...], workdir
                    tty=tty, stdin=interactive)
 
 
-def _start(guest: GuestSession, spec: ProcessSpec, terminal: Terminal | None,
-           alive: Callable[[], bool]) -> int:
+def start_process(guest: GuestSession, spec: ProcessSpec, terminal: Terminal | None,
+                  alive: Callable[[], bool]) -> int:
+    """Start spec under a fresh process id (another command may hold one); that id."""
     size = terminal.size() if terminal is not None else None
     for _ in range(ID_TRIES):
         pid = 2 + secrets.randbelow(ID_RANGE - 2)
@@ -105,10 +106,10 @@ def exec_in(store: Store, ref: str, spec: ProcessSpec, *, uri: str, detach: bool
     term = terminal if spec.tty and not detach else None
     with monitor.session(files.mon_socket) as guest:
         if detach:
-            _start(guest, spec, None, alive)
+            start_process(guest, spec, None, alive)
             return 0
         with term.raw() if term is not None else contextlib.nullcontext():
-            pid = _start(guest, spec, term, alive)
+            pid = start_process(guest, spec, term, alive)
             try:
                 return guest.pump(pid, tty=spec.tty, stdin_fd=0 if spec.stdin else None,
                                   winsize=term.size if term is not None and term.follows_resizes

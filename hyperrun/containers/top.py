@@ -103,7 +103,7 @@ def run_tool(uri: str, store: Store, ref: str, args: tuple[str, ...], *,
     errors.start()
     try:
         with monitor.session(records.paths(store, c.id).mon_socket) as guest:
-            pid = exec_mod._start(guest, spec, None, alive)
+            pid = exec_mod.start_process(guest, spec, None, alive)
             with signals_to_pipe(()) as wake:
                 try:
                     status = _ToolPump(guest, pid, stdin_fd, out_fd, err_w, stop).run(wake)
