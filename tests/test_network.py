@@ -183,3 +183,11 @@ def test_publish_all_adds_every_exposed_port_that_p_left_out() -> None:
     assert network.published(_net("-P"), None) == ()
     with pytest.raises(UsageError, match="--network none"):
         _net("-P", "--network", "none")
+
+
+@pytest.mark.parametrize("text", ["[::1]:8080:80", "[::]::80/udp", "[fe80::1%lo]:80:80"])
+def test_ipv6_host_addresses_are_refused_with_the_reason(text: str) -> None:
+    """QEMU 7.2's user network cannot forward from an IPv6 host address (measured)."""
+    with pytest.raises(UsageError, match="IPv6 host address") as refused:
+        network.parse_publish(text)
+    assert "127.0.0.1" in (refused.value.hint or "")

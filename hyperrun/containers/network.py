@@ -52,6 +52,11 @@ def _port(text: str, what: str, spec: str) -> int:
 def parse_publish(spec: str) -> PortMapping:
     """One -p as docker takes it (IPv4 host addresses only); host port 0: choose one."""
     found = _PUBLISH_RE.fullmatch(spec.strip())
+    if found is None and spec.strip().startswith("["):
+        # QEMU 7.2's SLIRP parses hostfwd host addresses as IPv4 only ("Bad host address").
+        raise UsageError(f"cannot publish on an IPv6 host address (-p {spec!r}): the user "
+                         "network forwards from IPv4 host addresses only",
+                         hint="publish on 127.0.0.1 (the default) or another IPv4 address")
     if found is None:
         raise UsageError(f"invalid -p {spec!r}", hint=PUBLISH_HINT)
     host_ip = found["ip"] or DEFAULT_HOST_IP
