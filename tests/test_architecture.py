@@ -85,3 +85,16 @@ def test_the_digest_pattern_lives_in_digest_py_alone() -> None:
             continue
         assert not _DIGEST_PATTERN.search(path.read_text()), (
             f"{module} writes its own digest pattern; use hyperrun.digest")
+
+
+
+_PINNED_TCG = re.compile(r"""-accel["']\s*,\s*["']tcg["']""")
+
+
+def test_vm_tests_do_not_pin_tcg() -> None:
+    """On a host with KVM the VM tests must use it (issue 6): none hard-codes TCG."""
+    tests = PACKAGE.parent / "tests"
+    boots = [PACKAGE.parent / "initrd" / "test-agent"]
+    boots += [p for p in sorted(tests.glob("*.py")) if "mark.vm" in p.read_text()]
+    for path in boots:
+        assert not _PINNED_TCG.search(path.read_text()), f"{path.name} pins --accel tcg"
