@@ -60,7 +60,7 @@ def register(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     b.set_defaults(func=_boot)
 
 
-def _count(name: str, value: int, low: int, high: int) -> int:
+def count(name: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise UsageError(f"invalid {name} {value}", hint=f"give {low} to {high}")
     return value
@@ -68,24 +68,24 @@ def _count(name: str, value: int, low: int, high: int) -> int:
 
 def to_bench(args: argparse.Namespace) -> boot.BootBench:
     defaults = config.load()
-    parallel = _count("--parallel", args.parallel, 1, PARALLEL_MAX)
+    parallel = count("--parallel", args.parallel, 1, PARALLEL_MAX)
     cli_runs = args.cli_runs if args.cli_runs is not None else (2 if parallel == 1 else 0)
     if args.plot is not None and args.plot.suffix.lower() not in plot.FORMATS:
         raise UsageError(f"invalid --plot {str(args.plot)!r}", hint="name a .png or .svg file")
     return boot.BootBench(
         image=args.image,
-        runs=_count("--runs", args.runs, 1, RUNS_MAX),
-        warmup=_count("--warmup", args.warmup, 0, RUNS_MAX),
+        runs=count("--runs", args.runs, 1, RUNS_MAX),
+        warmup=count("--warmup", args.warmup, 0, RUNS_MAX),
         parallel=parallel,
         cpus=parse_cpus(args.cpus or defaults.cpus or "1"),
         memory_mib=parse_memory(args.memory or defaults.memory or "512m"),
         accel=Accel(args.accel or defaults.accel or Accel.AUTO.value),
         uri=hypervisor.uri_from_env(args.connect),
-        cli_runs=_count("--cli-runs", cli_runs, 0, RUNS_MAX),
+        cli_runs=count("--cli-runs", cli_runs, 0, RUNS_MAX),
     )
 
 
-class _Bar:
+class Bar:
     """The progress of the runs on stderr with rich, or nothing (--json -, no terminal)."""
 
     def __init__(self, stream: TextIO, quiet: bool) -> None:
@@ -95,7 +95,7 @@ class _Bar:
             console=Console(file=stream, highlight=False), transient=True)
         self._task: Any = None
 
-    def __enter__(self) -> _Bar:
+    def __enter__(self) -> Bar:
         if self._rich is not None:
             self._rich.start()
         return self
@@ -118,7 +118,7 @@ class _Bar:
 def _boot(args: argparse.Namespace, store: Store) -> int:
     bench = to_bench(args)
     to_stdout = args.json == "-"
-    with _Bar(sys.stderr, quiet=to_stdout) as bar:
+    with Bar(sys.stderr, quiet=to_stdout) as bar:
         report = boot.run(bench, store, bar)
     if args.plot is not None:
         try:
