@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from hyperrun import config
 from hyperrun.bench import compare
-from hyperrun.cli.bench import Bar, count
+from hyperrun.cli.bench_output import Bar, count, emit
 from hyperrun.cli.run import parse_cpus, parse_memory
-from hyperrun.log import escape
 from hyperrun.store import Store
 from hyperrun.vm import hypervisor
 
@@ -48,23 +45,14 @@ def _compare(args: argparse.Namespace, store: Store) -> int:
         image=args.image, runs=count("--runs", args.runs, 1, RUNS_MAX),
         cpus=parse_cpus(args.cpus), memory_mib=parse_memory(args.memory),
         uri=hypervisor.uri_from_env(args.connect))
-    to_stdout = args.json == "-"
-    with Bar(sys.stderr, quiet=to_stdout) as bar:
+    with Bar(sys.stderr, quiet=args.json == "-") as bar:
         report = compare.run(bench, store, bar)
-    text = json.dumps(report, indent=2) + "\n"
-    if to_stdout:
-        sys.stdout.write(text)
-        return 0
-    if args.json:
-        Path(args.json).write_text(text)
-    lines = markdown(report) if args.markdown else table(report)
-    print("\n".join(lines))
-    return 0
+    return emit(args.json, report, markdown if args.markdown else table)
 
 
 def _cell(row: dict[str, Any], column: str) -> str:
     value = row["values"].get(column)
-    return escape(SKIPPED + row["skipped"][column] if value is None else value)
+    return SKIPPED + row["skipped"][column] if value is None else value
 
 
 def _header(report: dict[str, Any]) -> str:
@@ -76,14 +64,15 @@ def _header(report: dict[str, Any]) -> str:
 
 
 def table(report: dict[str, Any]) -> list[str]:
-    """The comparison for a terminal: one block per probe, a verdict under each."""
-    lines = [escape(_header(report)), ""]
+    """The comparison for a terminal: one block per probe, a verdict under each (emit
+    escapes every line before printing)."""
+    lines = [_header(report), ""]
     width = max(len(h) for h in HEADINGS.values()) + 2
     for row in report["rows"]:
-        lines.append(f"{escape(row['title'])}  [{row['aspect']}]")
+        lines.append(f"{row['title']}  [{row['aspect']}]")
         for column in report["columns"]:
             lines.append(f"  {HEADINGS[column]:<{width}}{_cell(row, column)}")
-        lines.append(f"  {'verdict':<{width}}{escape(row['verdict'])}")
+        lines.append(f"  {'verdict':<{width}}{row['verdict']}")
         lines.append("")
     return lines
 
@@ -95,11 +84,11 @@ def _md(text: str) -> str:
 def markdown(report: dict[str, Any]) -> list[str]:
     """The comparison as a Markdown table, the article's rows in the first column."""
     columns = report["columns"]
-    lines = [_md(escape(_header(report))), "",
+    lines = [_md(_header(report)), "",
              "| aspect | probe | " + " | ".join(HEADINGS[c] for c in columns) + " | verdict |",
              "|---|---|" + "---|" * len(columns) + "---|"]
     for row in report["rows"]:
         cells = [_md(_cell(row, c)) for c in columns]
-        lines.append(f"| {row['aspect']} | {_md(escape(row['title']))} | " + " | ".join(cells)
-                     + f" | {_md(escape(row['verdict']))} |")
+        lines.append(f"| {row['aspect']} | {_md(row['title'])} | " + " | ".join(cells)
+                     + f" | {_md(row['verdict'])} |")
     return lines
