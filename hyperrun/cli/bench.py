@@ -21,7 +21,6 @@ RUNS_MAX = 10_000
 PARALLEL_MAX = 64
 
 
-
 def register(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = verbs.add_parser("bench", help="measure hyperrun (boot, exec, density)",
                          description="Benchmarks of hyperrun on this host.")
