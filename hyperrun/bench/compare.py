@@ -152,6 +152,7 @@ def vm_column(store: Store, bench: CompareBench,
         mem = density.measure_one(fleet, store, cid, bench.memory_mib)
         raw["memory_pss"] = mem["qemu_pss"] + mem["monitor_pss"]
         raw["memory_rss"] = mem["qemu_rss"] + mem["monitor_rss"]
+        raw["qemu_rss"] = mem["qemu_rss"]
         raw["guest_used"] = mem["guest_used"]
         raw["disk"] = procmem.allocated(records.paths(store, cid).dir)
         before = host_oom_lines()

@@ -111,11 +111,13 @@ def oom(raw: Raw, limit: int) -> Row:
                  f"{host_lines_runc[0] if host_lines_runc else 'no new OOM line'}"),
         "microvm": (f"{_fate(vm)}; guest kernel log: {vm.get('oom_kernel') or 'nothing'}; VM "
                     f"{'still up' if vm.get('alive_after_oom') else 'gone'}; host log: "
-                    f"{len(host_lines_vm)} new OOM line(s); QEMU RSS after "
-                    f"{_mib(vm.get('qemu_rss_after_oom'))}"),
+                    f"{len(host_lines_vm)} new OOM line(s); QEMU RSS "
+                    f"{_mib(vm.get('qemu_rss'))} idle, {_mib(vm.get('qemu_rss_after_oom'))} "
+                    "after"),
     }
     verdict = ("in runc the host's kernel kills and logs it; in the microVM the guest's kernel "
-               "does, and the host sees a QEMU within its size" if host_lines_runc
+               "does, and the host sees only QEMU's RSS grow toward the guest's size"
+               if host_lines_runc
                and not host_lines_vm else "see the values: the host's log is the witness")
     return _row("oom", "Isolation",
                 f"allocate {ALLOCATION_FACTOR}x past a {limit} MiB limit", values, verdict,
