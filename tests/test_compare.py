@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hyperrun.bench import compare_rows, probes, runc
+import pytest
+
+from hyperrun.bench import compare_rows, fleet, probes, runc
+from hyperrun.bench.fleet import FleetError
 from hyperrun.cli import compare as cli_compare
 from hyperrun.errors import EXIT_USAGE
 from hyperrun.store import Store
@@ -118,3 +121,13 @@ def test_bad_counts_are_usage_errors() -> None:
     proc = subprocess.run([sys.executable, "-m", "hyperrun", "bench", "density", "--count",
                            "0"], capture_output=True, text=True)
     assert proc.returncode == EXIT_USAGE and "--count" in proc.stderr
+
+
+def test_what_an_instance_prints_is_read_only_up_to_a_bound() -> None:
+    env = {"PATH": "/usr/bin:/bin"}
+    status, out, err = fleet.capture(["sh", "-c", "echo hi; echo oops >&2; exit 3"], env)
+    assert (status, out, err) == (3, b"hi\n", b"oops\n")
+    with pytest.raises(FleetError, match="over 4096 bytes"):
+        fleet.capture(["sh", "-c", "yes"], env, limit=4096)
+    with pytest.raises(FleetError, match="took over"):
+        fleet.capture(["sleep", "5"], env, timeout=0.2)

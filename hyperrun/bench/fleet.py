@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import secrets
+import selectors
 import signal
 import subprocess
 import sys
@@ -26,11 +27,47 @@ HYPERRUN = (sys.executable, "-m", "hyperrun")
 IDLE = ("sleep", "2147483647")
 KINDS = ("bench", "compare")
 TIMEOUT = 300.0
+MAX_OUTPUT = 1 << 20  # what one command an instance runs may print (probes print ~1 KiB)
 _OWNED = re.compile(r"(?:bench|compare)-(\d+)-[0-9a-f]{6}-")
 
 
 class FleetError(HyperrunError):
     pass
+
+
+def capture(argv: Sequence[str], env: dict[str, str], *, limit: int = MAX_OUTPUT,
+            timeout: float = TIMEOUT, cwd: str | None = None) -> tuple[int, bytes, bytes]:
+    """Run argv; its status, stdout and stderr, each read up to limit bytes. What runs in
+    an instance is untrusted: past the limit or the timeout, the command is killed."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=cwd)
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout, stderr = proc.stdout.fileno(), proc.stderr.fileno()
+    out = {stdout: bytearray(), stderr: bytearray()}
+    deadline = time.monotonic() + timeout
+    try:
+        with proc.stdout, proc.stderr, selectors.DefaultSelector() as sel:
+            for fd in out:
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map():
+                ready = sel.select(max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    raise FleetError(f"{argv[-1][:40]!r} took over {timeout:g} s",
+                                     hint="the instance may be stuck")
+                for key, _ in ready:
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                    elif len(out[key.fd]) + len(chunk) > limit:
+                        raise FleetError(f"a probe printed over {limit} bytes",
+                                         hint="the image's shell or tools misbehave")
+                    else:
+                        out[key.fd] += chunk
+        return proc.wait(timeout), bytes(out[stdout]), bytes(out[stderr])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def environment(store: Store) -> dict[str, str]:
@@ -57,13 +94,14 @@ class Fleet:
 
     def hyperrun(self, *args: str, check: bool = True,
                  timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*HYPERRUN, *args], env=environment(self.store),
-                              capture_output=True, text=True, timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or [f"status {proc.returncode}"])[-1]
+        status, out, err = capture([*HYPERRUN, *args], environment(self.store),
+                                   timeout=timeout)
+        stderr = err.decode(errors="replace")
+        if check and status != 0:
+            last = (stderr.strip().splitlines() or [f"status {status}"])[-1]
             raise FleetError(f"`hyperrun {args[0]}` failed: {last[:300]}",
-                             hint=f"try `hyperrun {' '.join(args[:1])}` on its own")
-        return proc
+                             hint=f"try `hyperrun {args[0]}` on its own")
+        return subprocess.CompletedProcess(args, status, out.decode(errors="replace"), stderr)
 
     def start(self, tag: str, *, memory_mib: int, cpus: int = 1,
               command: Sequence[str] = IDLE, image: str = "busybox") -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperrun import capabilities, subproc
+from hyperrun.bench.fleet import capture
 from hyperrun.errors import HyperrunError
 from hyperrun.images.model import Image
 from hyperrun.images.store import ImageStore
@@ -149,8 +150,13 @@ class Bundles:
                 subproc.run(self._runc("delete", "--force", cid))
 
     def exec(self, cid: str, script: str) -> str:
-        """Run a shell script in a running container; its standard output."""
-        out = subproc.run(self._runc("exec", cid, "sh", "-c", script)).stdout
+        """Run a shell script in a running container; its standard output, bounded."""
+        argv = [subproc.resolve("runc"), *self._runc("exec", cid, "sh", "-c", script)[1:]]
+        status, out, err = capture(argv, subproc.environment(), timeout=TIMEOUT, cwd="/")
+        if status != 0:
+            raise HyperrunError(f"runc exec exited with status {status}: "
+                                f"{err.decode(errors='replace').strip()[-200:]}",
+                                hint="see `runc --version`")
         return out.decode(errors="replace")
 
     def pids(self, cid: str) -> list[int]:
