@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from hyperrun.bench import compare_rows, runc
 from hyperrun.bench.stats import KEYS
+from hyperrun.images.store import ImageStore
 from hyperrun.store import Store
 
 pytestmark = pytest.mark.vm
@@ -28,6 +30,18 @@ def _leftovers(vm: Any) -> list[str]:
     made = [p.name for p in store.tmp.glob(f"{runc.PREFIX}*")]
     ps = vm.hyperrun("ps", "-a", "--format", "{{.Names}}")
     return made + [n for n in ps.stdout.decode().split() if n.startswith("compare-")]
+
+
+def _users(path: Path) -> list[int]:
+    """Processes whose command line names path (a runc still working on a bundle)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(path).encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
 
 
 def test_compare_answers_every_probe_in_three_columns(vm, tmp_path: Path) -> None:
@@ -85,8 +99,32 @@ def test_a_killed_compare_leaves_nothing_the_next_sweep_keeps(vm) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert state is not None, "compare never started its runc container"
+    # A runc the killed compare had started finishes on its own; the next command comes after.
+    deadline = time.monotonic() + 60
+    while _users(state) and time.monotonic() < deadline:
+        time.sleep(0.05)
     runc.sweep(store)  # what the next compare does first
     assert not state.exists()
-    cgroups = list(runc.CGROUP_MEMORY.glob(f"hyperrun-{state.name}-*"))
-    assert cgroups == []
+    assert list(runc.CGROUP_ROOT.glob(f"*/hyperrun-{state.name}-*")) == []
     assert _leftovers(vm) == []
+
+
+def test_a_container_whose_state_was_lost_is_killed_by_the_sweep(vm) -> None:
+    store = Store(vm.root)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    directory = store.tmp / f"{runc.PREFIX}{dead}-abcdef"
+    directory.mkdir()
+    b = runc.Bundles(directory, directory / "rootfs", cpus=1, memory_mib=64)
+    ImageStore(store).build_rootfs(ImageStore(store).get("busybox"), b.rootfs)
+    container = b.detached("idle", ["sleep", "2147483647"])
+    cid = container.__enter__()  # and never left: as if compare were killed here
+    pids = b.pids(cid)
+    assert pids
+    shutil.rmtree(directory)  # runc's state gone with it: only the cgroups still know
+    assert list(runc.CGROUP_ROOT.glob(f"*/hyperrun-{cid}"))
+    runc.sweep(store)
+    assert list(runc.CGROUP_ROOT.glob(f"*/hyperrun-{cid}")) == []
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"

@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -30,7 +31,8 @@ from hyperrun.store import Store, owned_prefix, process_alive
 
 PREFIX = "compare-"
 CPU_PERIOD = 100_000  # microseconds, the CFS period docker uses for --cpus
-CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_MEMORY = CGROUP_ROOT / "memory"
 TIMEOUT = 120.0
 PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -189,13 +191,48 @@ def _remove(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+def _dead_owner(name: str) -> bool:
+    """Whether a `compare-<pid>-...` name's process is gone."""
+    pid = name[len(PREFIX):].partition("-")[0]
+    return pid.isdigit() and not process_alive(int(pid))
+
+
+def _in_use(directory: Path) -> bool:
+    """Whether a process names directory on its command line: a runc the dead compare
+    started may still be finishing; the next sweep takes the directory."""
+    needle = str(directory).encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if needle in (proc / "cmdline").read_bytes():
+                return True
+    return False
+
+
+def _sweep_cgroups() -> None:
+    """Kill what is left in cgroups of dead compares (their state gone), and remove them.
+    The names are ours: `hyperrun-compare-<pid>-...` in every hierarchy."""
+    for group in CGROUP_ROOT.glob(f"*/hyperrun-{PREFIX}*-*"):
+        if not _dead_owner(group.name.removeprefix("hyperrun-")):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            for pid in (group / "cgroup.procs").read_text().split():
+                os.kill(int(pid), signal.SIGKILL)
+        for _ in range(50):  # the killed processes leave the cgroup as they exit
+            try:
+                group.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
+
+
 def sweep(store: Store) -> None:
     """Delete the containers and directories of compares that died without cleaning up."""
     for entry in store.tmp.glob(f"{PREFIX}*-*"):
-        pid = entry.name[len(PREFIX):].partition("-")[0]
-        if not pid.isdigit() or process_alive(int(pid)):
-            continue
-        _remove(entry)
+        if _dead_owner(entry.name) and not _in_use(entry):
+            _remove(entry)
+    _sweep_cgroups()
 
 
 @contextlib.contextmanager
