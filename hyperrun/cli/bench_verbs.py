@@ -9,6 +9,7 @@ from typing import Any
 from hyperrun.bench import density, exec_latency
 from hyperrun.cli.bench_output import Bar, count, emit, seconds
 from hyperrun.cli.run import parse_cpus, parse_memory
+from hyperrun.errors import UsageError
 from hyperrun.store import Store
 from hyperrun.vm import hypervisor
 
@@ -62,7 +63,7 @@ def _exec(args: argparse.Namespace, store: Store) -> int:
 def _density(args: argparse.Namespace, store: Store) -> int:
     settle = args.settle
     if not 0 <= settle <= SETTLE_MAX:
-        count("--settle", int(settle), 0, SETTLE_MAX)
+        raise UsageError(f"invalid --settle {settle:g}", hint=f"give 0 to {SETTLE_MAX} seconds")
     bench = density.DensityBench(
         count=count("--count", args.count, 1, COUNT_MAX), image=args.image,
         memory_mib=parse_memory(args.memory), cpus=parse_cpus(args.cpus), settle=settle,
