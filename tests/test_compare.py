@@ -90,6 +90,7 @@ def test_the_table_and_markdown_show_every_column_of_every_row() -> None:
     raw = _raw()
     report = {"settings": {"image": "busybox", "cpus": 1, "memory_mib": 128, "runs": 1},
               "environment": {"accelerator": "tcg", "host_cpu": "", "host_cores": 2,
+                              "qemu_version": "7.2", "guest_kernel_version": "6.1",
                               "runc_version": "runc version 1", "loadavg_before": [0.5]},
               "columns": list(COLUMNS), "rows": compare_rows.rows(raw, 128)}
     md = cli_compare.markdown(report)

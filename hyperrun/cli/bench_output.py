@@ -74,3 +74,10 @@ def seconds(stats: dict[str, float] | None) -> str:
     if not stats:
         return "      -" * 5
     return "".join(f"{stats[k]:7.3f}" for k in ("min", "p50", "p90", "p99", "max"))
+
+
+def environment_line(env: dict[str, Any]) -> str:
+    """A benchmark's environment in one line: accelerator, CPU, QEMU and guest kernel."""
+    return (f"accelerator {env['accelerator']}; {env['host_cpu'] or 'CPU unknown'}, "
+            f"{env['host_cores']} cores; QEMU {env['qemu_version']}, guest kernel "
+            f"{env['guest_kernel_version'] or 'unknown'}")

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from hyperrun.bench import density, exec_latency
-from hyperrun.cli.bench_output import Bar, count, emit, seconds
+from hyperrun.cli.bench_output import Bar, count, emit, environment_line, seconds
 from hyperrun.cli.run import parse_cpus, parse_memory
 from hyperrun.errors import UsageError
 from hyperrun.store import Store
@@ -74,10 +74,8 @@ def _density(args: argparse.Namespace, store: Store) -> int:
 
 
 def _environment(report: dict[str, Any]) -> str:
-    env, s = report["environment"], report["settings"]
-    return (f"accelerator {env['accelerator']}; {env['host_cpu'] or 'CPU unknown'}, "
-            f"{env['host_cores']} cores; QEMU {env['qemu_version']}, guest kernel "
-            f"{env['guest_kernel_version'] or 'unknown'}; {s['cpus']} vCPU, "
+    s = report["settings"]
+    return (f"{environment_line(report['environment'])}; {s['cpus']} vCPU, "
             f"{s['memory_mib']} MiB, image {s['image']}")
 
 

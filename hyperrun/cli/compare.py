@@ -8,7 +8,7 @@ from typing import Any
 
 from hyperrun import config
 from hyperrun.bench import compare
-from hyperrun.cli.bench_output import Bar, count, emit
+from hyperrun.cli.bench_output import Bar, count, emit, environment_line
 from hyperrun.cli.run import parse_cpus, parse_memory
 from hyperrun.store import Store
 from hyperrun.vm import hypervisor
@@ -58,8 +58,7 @@ def _cell(row: dict[str, Any], column: str) -> str:
 def _header(report: dict[str, Any]) -> str:
     s, env = report["settings"], report["environment"]
     return (f"hyperrun compare: image {s['image']}, {s['cpus']} CPU, {s['memory_mib']} MiB "
-            f"limit, start-up median of {s['runs']}; {env['accelerator']}, "
-            f"{env['host_cpu'] or 'CPU unknown'}, {env['host_cores']} cores; "
+            f"limit, start-up median of {s['runs']}; {environment_line(env)}; "
             f"{env['runc_version'] or 'runc ?'}; load {env['loadavg_before'][0]:.2f}")
 
 
