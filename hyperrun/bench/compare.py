@@ -63,8 +63,10 @@ def host_oom_lines() -> list[str]:
 
 
 def _new_lines(before: list[str], after: list[str]) -> list[str]:
-    return after[len(before):] if after[:len(before)] == before else \
-        [line for line in after if line not in before]
+    """The lines of after that before did not have (the kernel's ring buffer may also
+    have dropped old ones meanwhile)."""
+    seen = set(before)
+    return [line for line in after if line not in seen]
 
 
 def _host_bin(b: runc.Bundles) -> Path:
@@ -89,7 +91,8 @@ def host_column(b: runc.Bundles, runs: int) -> tuple[dict[str, Any], list[float]
         start = time.monotonic()
         subproc.run([busybox, "true"])
         times.append(time.monotonic() - start)
-    # An idle process of the image's busybox, for what one more "instance" costs.
+    # An idle process of the image's busybox, for what one more "instance" costs. Started
+    # with Popen, as subproc gives no pid back; with subproc's fixed environment.
     idle = subprocess.Popen([busybox, "sleep", HOST_IDLE_SECONDS], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=subproc.environment(), cwd="/")

@@ -247,7 +247,6 @@ def bundles(store: Store, image: Image, *, cpus: int, memory_mib: int) -> Iterat
     path.mkdir(mode=0o700)
     result = Bundles(path, path / "rootfs", cpus, memory_mib)
     try:
-        os.chmod(path, 0o711)  # runc's init, in the container's namespaces, must reach it
         ImageStore(store).build_rootfs(image, result.rootfs)
         yield result
     finally:
