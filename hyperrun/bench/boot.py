@@ -32,7 +32,6 @@ from hyperrun.images.store import ImageStore
 from hyperrun.spec import Accel, PullPolicy, RunSpec
 from hyperrun.store import Store
 from hyperrun.subproc import isolated_python
-from hyperrun.vm import hypervisor
 
 COMMAND = ("true",)
 GONE_TIMEOUT = 60.0  # at the end, how long to wait for the last VMs to go
@@ -92,7 +91,7 @@ def _worker_boot(bench: BootBench, root: str) -> Sample | str:
         return exc.message
 
 
-def _measure_serial(bench: BootBench, store: Store, count: int, stage: str,
+def measure_serial(bench: BootBench, store: Store, count: int, stage: str,
                     progress: Progress, watcher: GoneWatcher) -> list[Sample]:
     """Runs one at a time, each once the VM before it is gone: a VM being torn down
     slows libvirt for the next run (--parallel is for measuring under load)."""
@@ -147,20 +146,14 @@ def run(bench: BootBench, store: Store, progress: Progress) -> dict[str, Any]:
     """Warm up, measure, wait for the measured VMs to go; the report (bench/report.py)."""
     images = ImageStore(store)
     image = images.get(bench.image)  # ImageNotFound, with its hint, before anything boots
-    assets = container.boot_assets(store, None)
-    conn = hypervisor.connect(bench.uri)
-    try:
-        env = environment.describe(conn, requested=bench.accel, kernel=assets.kernel,
-                                   initrd=assets.initrd, vcpus=bench.cpus,
-                                   memory_mib=bench.memory_mib, image=bench.image)
-    finally:
-        conn.close()
+    env = environment.collect(store, bench.uri, requested=bench.accel, vcpus=bench.cpus,
+                              memory_mib=bench.memory_mib, image=bench.image)
     env["image_id"] = image.id
     images.base_disk(image)  # built once, before any timed run
     with GoneWatcher(bench.uri) as watcher:
         if bench.parallel == 1:
-            _measure_serial(bench, store, bench.warmup, "warmup", progress, watcher)
-            samples = _measure_serial(bench, store, bench.runs, "measure", progress, watcher)
+            measure_serial(bench, store, bench.warmup, "warmup", progress, watcher)
+            samples = measure_serial(bench, store, bench.runs, "measure", progress, watcher)
             # The time spent in runs; not the waits for each VM to go between them.
             wall = sum(s.total for s in samples)
         else:
