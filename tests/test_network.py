@@ -161,7 +161,7 @@ def test_exposed_ports_come_from_the_image_config(images: ImageStore, tmp_path) 
 
 
 @pytest.mark.parametrize("exposed", [
-    ["80/tcp"], {"0/tcp": {}}, {"65536/tcp": {}}, {"80/sctp": {}}, {"80-90/tcp": {}},
+    ["80/tcp"], {"0/tcp": {}}, {"65536/tcp": {}}, {"80/dccp": {}}, {"80-90/tcp": {}},
     {"http": {}}, {"80/tcp\n": {}}, {" 80": {}}, {"80/TCP": {}}, {"80/tcp": 1},
     {"80/tcp": []}, {f"{p}/tcp": {} for p in range(1, MAX_EXPOSED_PORTS + 2)},
 ], ids=lambda v: str(v)[:30])
@@ -183,6 +183,15 @@ def test_publish_all_adds_every_exposed_port_that_p_left_out() -> None:
     assert network.published(_net("-P"), None) == ()
     with pytest.raises(UsageError, match="--network none"):
         _net("-P", "--network", "none")
+
+
+def test_an_exposed_sctp_port_loads_and_is_left_out_of_publish_all(
+        images: ImageStore, tmp_path, capfd) -> None:
+    """docker images may EXPOSE sctp; the user network cannot carry it, so -P says so."""
+    exposed = _load(images, tmp_path, {"80/tcp": {}, "9899/sctp": {}})
+    assert exposed is not None and [str(p) for p in exposed] == ["80/tcp", "9899/sctp"]
+    assert network.published(_net("-P"), exposed) == (PortMapping("127.0.0.1", 0, 80),)
+    assert "9899/sctp" in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["[::1]:8080:80", "[::]::80/udp", "[fe80::1%lo]:80:80"])

@@ -137,13 +137,11 @@ def test_hosts_and_resolv_conf(vm, web) -> None:
 
 
 def test_a_host_port_in_use_is_refused_before_booting(vm, web) -> None:
-    started = time.monotonic()
     out = vm.run("--name", "second", "-p", f"127.0.0.1:{web[1]}:80", "busybox", "true")
     assert out.returncode == 125
     [line] = out.stderr.decode().splitlines()
     assert line.startswith(f"hyperrun: cannot publish 127.0.0.1:{web[1]}/tcp: the port is "
                            "already in use (hint: ")
-    assert time.monotonic() - started < 10  # no VM was booted
     assert "second" not in _ok(vm.hyperrun("ps", "-a", "--format", "{{.Names}}")).split()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from hyperrun.containers.records import Settings
 from hyperrun.errors import HyperrunError, UsageError
 from hyperrun.images.model import ExposedPort
+from hyperrun import log
 from hyperrun.spec import NetworkMode, NetworkSpec, PortMapping, Protocol
 
 GUEST_CIDR = "10.0.2.15/24"
@@ -134,8 +135,13 @@ def published(spec: NetworkSpec, exposed: Iterable[ExposedPort] | None) -> tuple
     if not spec.publish_all:
         return spec.ports
     taken = {(p.container_port, p.protocol) for p in spec.ports}
-    return spec.ports + tuple(PortMapping(DEFAULT_HOST_IP, 0, e.port, e.protocol)
-                              for e in exposed or () if (e.port, e.protocol) not in taken)
+    wanted = [e for e in exposed or () if (e.port, e.protocol) not in taken]
+    for e in wanted:
+        if e.protocol not in tuple(Protocol):
+            log.warning(f"-P: the image exposes {e}; the user network carries only tcp and udp, "
+                        "so it is not published")
+    return spec.ports + tuple(PortMapping(DEFAULT_HOST_IP, 0, e.port, Protocol(e.protocol))
+                              for e in wanted if e.protocol in tuple(Protocol))
 
 
 def _no_duplicates(ports: Iterable[PortMapping]) -> None:

@@ -37,7 +37,7 @@ LAYER_MEDIA_TYPES = frozenset({
 
 # ExposedPorts: `PORT/PROTO` keys (docker reads a bare PORT as tcp) and empty-object values.
 MAX_EXPOSED_PORTS = 1024  # -P publishes each on a host port of its own
-_EXPOSED_RE = re.compile(r"([0-9]{1,5})(?:/(tcp|udp))?", re.ASCII)
+_EXPOSED_RE = re.compile(r"([0-9]{1,5})(?:/(tcp|udp|sctp))?", re.ASCII)
 
 
 @dataclass(frozen=True, order=True)
@@ -45,7 +45,7 @@ class ExposedPort:
     """A port the image says it listens on (EXPOSE); `-P` publishes it."""
 
     port: int
-    protocol: Protocol = Protocol.TCP
+    protocol: str = Protocol.TCP  # tcp, udp or sctp (which the user network cannot carry)
 
     def __str__(self) -> str:
         return f"{self.port}/{self.protocol}"
@@ -153,5 +153,5 @@ def _exposed_ports(config: Mapping[str, Any]) -> tuple[ExposedPort, ...] | None:
                                "PORT/tcp or PORT/udp, PORT from 1 to 65535")
         if empty is not None and not isinstance(empty, Mapping):
             raise InvalidImage(f"image config: ExposedPorts {key!r} must map to {{}}")
-        ports.add(ExposedPort(int(found[1]), Protocol(found[2] or "tcp")))
+        ports.add(ExposedPort(int(found[1]), found[2] or Protocol.TCP))
     return tuple(sorted(ports))
