@@ -16,10 +16,10 @@ import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from hyperrun import log
 from hyperrun.containers.records import Settings
 from hyperrun.errors import HyperrunError, UsageError
 from hyperrun.images.model import ExposedPort
-from hyperrun import log
 from hyperrun.spec import NetworkMode, NetworkSpec, PortMapping, Protocol
 
 GUEST_CIDR = "10.0.2.15/24"
