@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import sys
 
 from hyperrun import config
 from hyperrun.cli.run import parse_cpus, parse_memory
@@ -82,17 +83,15 @@ def _ls(args: argparse.Namespace, store: Store) -> int:
         rows.append([escape(p.image), k.image_id.removeprefix("sha256:")[:12], str(k.cpus),
                      f"{k.memory_mib}MiB", k.network, k.accel, str(p.size),
                      str(ready[k] - booting[k]), str(booting[k])])
-    print(format_table(rows))
+    sys.stdout.write(format_table(rows))
     return 0
 
 
 def _rm(args: argparse.Namespace, store: Store) -> int:
     if args.all == (args.image is not None):
         raise UsageError("give an image or --all", hint="see `hyperrun pool ls`")
-    image_id = None
-    if args.image is not None:
-        image_id = _pool_image(store, args.image)
-    pool.remove_pools(store, image_id)
+    image_id = _pool_image(store, args.image) if args.image is not None else None
+    pool.remove_pools(store, lambda p: image_id is None or p.key.image_id == image_id)
     with pool_vms.Connections() as conns:
         pool_vms.sweep(conns, store, wait=True)
     return 0

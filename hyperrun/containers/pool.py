@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -157,12 +157,12 @@ def set_pool(store: Store, pool: Pool) -> None:
         _save_pools(store, [*kept, pool])
 
 
-def remove_pools(store: Store, image_id: str | None) -> list[Pool]:
-    """Forget the pools of an image (all with None); the ones removed. Their VMs are
-    destroyed by the next sweep (pool_vms.sweep)."""
+def remove_pools(store: Store, match: Callable[[Pool], bool]) -> list[Pool]:
+    """Forget the pools that match; the ones removed. Their VMs are destroyed by the
+    next sweep (pool_vms.sweep)."""
     with store.lock("pool"):
         current = pools(store)
-        gone = [p for p in current if image_id is None or p.key.image_id == image_id]
+        gone = [p for p in current if match(p)]
         if gone:
             _save_pools(store, [p for p in current if p not in gone])
     return gone

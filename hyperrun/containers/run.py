@@ -138,6 +138,7 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
     assets = boot_assets(store, run.kernel)
     accel = accel_mod.resolve(run.accel, once=store.root / "tcg-warned")
     conn = hypervisor.connect(uri)
+    warm: pool.Claimed | None = None
     try:
         base = images.base_disk(image)
         share_with_qemu(base, hypervisor.qemu_ids(conn, accel))
@@ -169,7 +170,6 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 create_overlay(base, state.paths(store, container.id).overlay)
             else:
                 timeline("warm", None)
-                pool.spawn_refill(store)
             timeline("overlay", None)
             status = _boot_and_run(conn, store, container, process, terminal, job,
                                    detach=run.detach, timeline=timeline, warm=warm)
@@ -180,6 +180,10 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
             return status
     finally:
         conn.close()
+        if warm is not None:
+            # Only now: on a host with few cores a VM booting beside this one's would
+            # slow it down (docs/benchmarks.md "Cold and warm start").
+            pool.spawn_refill(store)
 
 
 def _claim(conn: libvirt.virConnect, store: Store, run: RunSpec, image: Image,
