@@ -12,6 +12,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from helpers import until
 
 pytestmark = pytest.mark.vm
 
@@ -21,15 +22,6 @@ MEMORY = "128m"  # the pool's and the served runs'
 def _ok(proc: subprocess.CompletedProcess[bytes]) -> str:
     assert proc.returncode == 0, proc.stderr.decode()
     return proc.stdout.decode()
-
-
-def _until(what, timeout: float = 90.0, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(step)
 
 
 def _pooled(vm) -> set[str]:
@@ -72,7 +64,7 @@ def test_pool_serves_a_run_and_refills(vm, pooled: str) -> None:
     assert out.returncode == 3, out.stderr.decode()
     # The container is the pooled VM: its id (and so its host name) is the VM's.
     assert out.stdout.decode() == f"hi\n{pooled[:12]}\n"
-    assert _until(lambda: _ready(vm) == 1 and pooled not in _pooled(vm))
+    assert until(lambda: _ready(vm) == 1 and pooled not in _pooled(vm))
     [refill] = _pooled(vm)
     assert refill != pooled
     # `ps -a` never lists pooled VMs as containers.
@@ -96,7 +88,7 @@ def test_two_runs_at_once_against_a_pool_of_one(vm, pooled: str) -> None:
     names = {_ok(out).strip() for out in outs}
     assert len(names) == 2  # two containers, two VMs
     assert pooled[:12] in names  # one of them warm
-    assert _until(lambda: _ready(vm) == 1)
+    assert until(lambda: _ready(vm) == 1)
 
 
 def test_a_detached_run_from_the_pool(vm, pooled: str) -> None:
@@ -129,13 +121,13 @@ def test_a_killed_claimer_leaves_nothing_the_next_command_keeps(vm, pooled: str)
                              "busybox", "sleep", "300"], env=vm.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert _until(lambda: "Up" in _ok(vm.hyperrun("ps", "--filter", f"id={pooled}")))
+        assert until(lambda: "Up" in _ok(vm.hyperrun("ps", "--filter", f"id={pooled}")))
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     # libvirt holds a pooled VM, not the killed `run`: the next command ends it.
     assert "Exited (137)" in _ok(vm.hyperrun("ps", "-a", "--filter", f"id={pooled}"))
-    assert _until(lambda: not any(pooled[:12] in name for name in _domains(vm)))
+    assert until(lambda: not any(pooled[:12] in name for name in _domains(vm)))
     _ok(vm.hyperrun("rm", pooled))
     assert not (Path(vm.root) / "containers" / pooled).exists()
 
@@ -148,6 +140,6 @@ def test_a_claim_by_a_dead_process_is_swept(vm, pooled: str) -> None:
     # The next pool command sweeps it, and boots a replacement.
     assert _ready(vm) == 0
     assert pooled not in _pooled(vm)
-    assert _until(lambda: not any(pooled[:12] in name for name in _domains(vm)))
+    assert until(lambda: not any(pooled[:12] in name for name in _domains(vm)))
     _ok(vm.hyperrun("pool", "add", "busybox", "--size", "1", "--memory", MEMORY))
     assert _ready(vm) == 1
