@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import libvirt
 import pytest
 from helpers import until
+from test_network_vm import HTTPD, fetch
 
 pytestmark = pytest.mark.vm
 
@@ -97,6 +99,20 @@ def test_a_detached_run_from_the_pool(vm, pooled: str) -> None:
         assert cid == pooled
         assert _ok(vm.hyperrun("exec", cid, "echo", "in")) == "in\n"
         assert cid[:12] in _ok(vm.hyperrun("ps"))
+    finally:
+        _ok(vm.hyperrun("rm", "-f", cid))
+
+
+def test_a_published_port_is_added_to_the_pooled_vm(vm, pooled: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cid = _ok(vm.hyperrun("run", "-d", "--memory", MEMORY, "-p", f"127.0.0.1:{port}:80",
+                          "busybox", "sh", "-c", HTTPD)).strip()
+    try:
+        assert cid == pooled
+        assert fetch(f"http://127.0.0.1:{port}/") == b"hi from the guest\n"
+        assert _ok(vm.hyperrun("port", cid)) == f"80/tcp -> 127.0.0.1:{port}\n"
     finally:
         _ok(vm.hyperrun("rm", "-f", cid))
 

@@ -154,6 +154,10 @@ def adopted(store: Store, c: Container, dom: libvirt.virDomain, monitor_pid: int
     """
     try:
         timeline("created", dom)
+        ports = network.ports_of(c.settings.ports)
+        if ports:  # known only now: published on the running VM
+            network.check_free(ports)
+            hypervisor.forward_ports(dom, ports)
         c = records.record_start(store, c, monitor_pid=monitor_pid, detached=detach)
         with _handshake(store, c, dom, timeline) as guest:
             yield c, dom, guest

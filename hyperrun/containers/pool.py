@@ -39,10 +39,11 @@ from hyperrun.vm import hypervisor, monitor
 
 SIZE_MAX = 32
 JSON_MAX = 1 << 20  # pools.json and vm.json are ours, but never read without a bound
-# RunSpec fields that only shape what `CONTAINER` and `EXEC` carry, so any pooled VM of
-# the image can serve them. cpus, memory_mib, accel and network.mode are the pool's key;
-# every other field (kernel, log options, restart policy, volumes, ...) must keep its
-# default, or the run boots cold. A field added later is thus cold until listed here.
+# RunSpec fields that only shape what `CONTAINER` and `EXEC` carry (or, for -p, what is
+# added to the running VM), so any pooled VM of the image can serve them. cpus,
+# memory_mib, accel and network.mode are the pool's key; every other field (kernel, log
+# options, restart policy, volumes, ...) must keep its default, or the run boots cold.
+# A field added later is thus cold until listed here.
 SERVABLE = frozenset({"image", "command", "entrypoint", "env", "workdir", "user", "hostname",
                       "name", "tty", "interactive", "remove", "detach", "pull", "quiet",
                       "capabilities", "network", "cpus", "memory_mib", "accel"})
@@ -92,10 +93,9 @@ class Claimed:
 
 
 def servable(run: RunSpec) -> bool:
-    """Whether a pooled VM can serve run at all (its key aside): no published ports and
-    nothing that shapes the VM or its monitor beyond the pool's key."""
-    if run.network.ports:
-        return False
+    """Whether a pooled VM can serve run at all (its key aside): nothing may shape the VM
+    or its monitor beyond the pool's key. Published ports are added to the running VM
+    (hypervisor.forward_ports)."""
     return all(getattr(run, f.name) == getattr(_DEFAULT_RUN, f.name)
                for f in dataclasses.fields(RunSpec) if f.name not in SERVABLE)
 
