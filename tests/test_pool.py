@@ -18,6 +18,8 @@ import libvirt
 import pytest
 from cli_store import hyperrun, ok, one_line_error
 
+from hyperrun.bench import warm
+from hyperrun.bench.boot import BootBench
 from hyperrun.containers import pool, pool_vms, records
 from hyperrun.errors import EXIT_USAGE, UsageError
 from hyperrun.spec import NetworkSpec, PortMapping, RunSpec
@@ -206,3 +208,13 @@ def test_pool_ls_on_a_store_without_pools(tmp_path: Path) -> None:
 ])
 def test_pool_usage_errors(tmp_path: Path, args: tuple[str, ...], words: tuple[str, ...]) -> None:
     one_line_error(hyperrun(tmp_path, *args), EXIT_USAGE, *words)
+
+
+def test_a_cold_bench_refuses_a_store_whose_pool_would_serve_it(store: Store) -> None:
+    bench = BootBench(image="busybox", memory_mib=128, uri=TEST_URI)
+    pool.set_pool(store, pool.Pool(warm._key(bench, store, KEY.image_id), "busybox", 1))
+    with pytest.raises(UsageError, match="would serve these runs warm"), \
+            warm.pool_for(bench, store, KEY.image_id):
+        pass
+    with warm.pool_for(bench, store, "sha256:" + "b" * 64):  # another image: no pool
+        pass
