@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hyperrun.errors import UsageError
 
 _HINT = "see the configuration section of the README"
@@ -109,6 +107,10 @@ def load(path: Path | None = None) -> Config:
         return Config()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}", hint=_HINT) from None
+    # Imported here: a store without a configuration file (the common case) starts every
+    # command ~12 ms sooner without the YAML parser.
+    import yaml
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from hyperrun import digest as digests
 from hyperrun.errors import UsageError
 
 DEFAULT_DOMAIN = "docker.io"
@@ -27,8 +28,6 @@ _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 
 _REFERENCE_RE = re.compile(rf"^({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?$")
 _ANCHORED_TAG_RE = re.compile(rf"^{_TAG}$")
-_HEX64_RE = re.compile(r"^[a-f0-9]{64}$")
-_SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 
 _HINT = "use NAME[:TAG] or NAME@sha256:DIGEST, e.g. busybox:latest or registry:5000/team/app:1.0"
 
@@ -82,7 +81,7 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
     """
     if not text:
         raise _bad(text, "empty")
-    if _HEX64_RE.match(text):
+    if digests.is_hex64(text):
         raise _bad(text, "cannot specify 64-byte hexadecimal strings as a repository name")
     match = _REFERENCE_RE.match(text)
     if match is None:
@@ -94,7 +93,7 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
         raise _bad(text, f"repository name longer than {NAME_TOTAL_LENGTH_MAX} characters")
     if digest is not None:
         # hyperrun only ever verifies sha256; anything else could never be matched.
-        if not _SHA256_RE.match(digest):
+        if not digests.is_digest(digest):
             raise _bad(text, "only lowercase sha256:<64 hex digits> digests are supported")
     domain, path = _split_domain(name)
     if path != path.lower():

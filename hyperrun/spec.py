@@ -58,6 +58,7 @@ class NetworkSpec:
     dns: tuple[str, ...] = ()  # --dns: nameservers; () means SLIRP's resolver
     dns_search: tuple[str, ...] = ()
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host NAME:IP, host-gateway resolved
+    publish_all: bool = False  # -P: every port the image exposes, on a free 127.0.0.1 port
 
 
 @dataclass(frozen=True)

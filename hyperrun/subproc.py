@@ -14,10 +14,12 @@ import selectors
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import hyperrun
 from hyperrun.errors import CommandFailed, HyperrunError
 
 log = logging.getLogger("hyperrun")
@@ -40,6 +42,19 @@ def resolve(program: str) -> str:
         raise HyperrunError(f"{program}: command not found in {TRUSTED_PATH}",
                             hint="run scripts/setup")
     return found
+
+
+def isolated_python(module: str) -> list[str]:
+    """argv that runs `module.main(argv[1:])` in an isolated interpreter (`python -I`).
+
+    The child imports hyperrun from the directory this process's own hyperrun came from,
+    never from its working directory, PYTHONPATH or user site-packages: as root, a
+    `hyperrun/` planted in the caller's directory must not run. Append its arguments.
+    """
+    package_parent = Path(hyperrun.__file__).resolve().parent.parent
+    bootstrap = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                 f"from {module} import main; sys.exit(main(sys.argv[1:]))")
+    return [sys.executable, "-I", "-c", bootstrap, str(package_parent)]
 
 
 def run(argv: Sequence[str], *, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

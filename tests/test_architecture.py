@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,29 @@ def test_no_relative_imports() -> None:
 @pytest.mark.parametrize(("module", "path"), _modules(), ids=[m for m, _ in _modules()])
 def test_modules_stay_small(module: str, path: Path) -> None:
     assert len(path.read_text().splitlines()) <= MAX_LINES, f"{module}: split it by concern"
+
+
+# A full sha256 written as a pattern ([a-f0-9]{64}, [0-9a-f]{64}, ...); id prefixes ({1,64}) differ.
+_DIGEST_PATTERN = re.compile(r"\[(?:a-f0-9|0-9a-f|0-9a-fA-F|a-fA-F0-9)\]\{64\}")
+
+
+def test_the_digest_pattern_lives_in_digest_py_alone() -> None:
+    """One sha256/digest module (issue 6): no other module spells the 64-hex pattern."""
+    for module, path in _modules():
+        if module == "hyperrun.digest":
+            continue
+        assert not _DIGEST_PATTERN.search(path.read_text()), (
+            f"{module} writes its own digest pattern; use hyperrun.digest")
+
+
+
+_PINNED_TCG = re.compile(r"""-accel["']\s*,\s*["']tcg["']""")
+
+
+def test_vm_tests_do_not_pin_tcg() -> None:
+    """On a host with KVM the VM tests must use it (issue 6): none hard-codes TCG."""
+    tests = PACKAGE.parent / "tests"
+    boots = [PACKAGE.parent / "initrd" / "test-agent"]
+    boots += [p for p in sorted(tests.glob("*.py")) if "mark.vm" in p.read_text()]
+    for path in boots:
+        assert not _PINNED_TCG.search(path.read_text()), f"{path.name} pins --accel tcg"

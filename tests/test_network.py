@@ -7,13 +7,17 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 
 import pytest
+from helpers import ImageSpec, file, oci_layout_files, tar_bytes, write_tar
 from test_domain_xml import _vm
 
 from hyperrun.cli import build_parser
 from hyperrun.cli import run as cli_run
 from hyperrun.containers import network
 from hyperrun.containers.records import Settings
-from hyperrun.errors import UsageError
+from hyperrun.errors import InvalidImage, UsageError
+from hyperrun.images.load import Loader
+from hyperrun.images.model import MAX_EXPOSED_PORTS, ExposedPort
+from hyperrun.images.store import ImageStore
 from hyperrun.spec import NetworkMode, NetworkSpec, PortMapping, Protocol
 from hyperrun.vm.domain_xml import QEMU_NS, domain_xml
 
@@ -135,3 +139,64 @@ def test_domain_with_published_ports_forwards_them() -> None:
     assert args == ["-netdev",
                     "user,id=hrnet0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:5353-:53",
                     "-device", "virtio-net-pci,netdev=hrnet0,bus=pci.0,addr=0x1f,romfile="]
+
+
+# -- -P: the image's ExposedPorts ---------------------------------------------------------
+
+
+def _load(images: ImageStore, tmp_path, exposed: object) -> tuple[ExposedPort, ...] | None:
+    spec = ImageSpec(layers=[tar_bytes(file("x", "x"))],
+                     config={"Cmd": ["sh"], "ExposedPorts": exposed})
+    (loaded,) = Loader(images).load(write_tar(oci_layout_files([(spec, "exp:1")]),
+                                              tmp_path / "exp.tar"))
+    return images.get(loaded.image.id).config.exposed_ports
+
+
+def test_exposed_ports_come_from_the_image_config(images: ImageStore, tmp_path) -> None:
+    got = _load(images, tmp_path, {"8080": {}, "80/tcp": {}, "53/udp": {}, "53/tcp": {}})
+    assert got == (ExposedPort(53, TCP), ExposedPort(53, UDP), ExposedPort(80, TCP),
+                   ExposedPort(8080, TCP))
+    assert [str(p) for p in got] == ["53/tcp", "53/udp", "80/tcp", "8080/tcp"]
+    assert _load(images, tmp_path, None) is None
+
+
+@pytest.mark.parametrize("exposed", [
+    ["80/tcp"], {"0/tcp": {}}, {"65536/tcp": {}}, {"80/dccp": {}}, {"80-90/tcp": {}},
+    {"http": {}}, {"80/tcp\n": {}}, {" 80": {}}, {"80/TCP": {}}, {"80/tcp": 1},
+    {"80/tcp": []}, {f"{p}/tcp": {} for p in range(1, MAX_EXPOSED_PORTS + 2)},
+], ids=lambda v: str(v)[:30])
+def test_bad_exposed_ports_refuse_the_image(images: ImageStore, tmp_path,
+                                             exposed: object) -> None:
+    with pytest.raises(InvalidImage, match="ExposedPorts"):
+        _load(images, tmp_path, exposed)
+    assert not list(images.list())
+
+
+def test_publish_all_adds_every_exposed_port_that_p_left_out() -> None:
+    exposed = (ExposedPort(53, UDP), ExposedPort(80, TCP), ExposedPort(443, TCP))
+    assert network.published(_net("-p", "80"), exposed) == (PortMapping("127.0.0.1", 0, 80),)
+    spec = _net("-P", "-p", "0.0.0.0:8080:80")
+    assert spec.publish_all and _net("--publish-all").publish_all
+    assert network.published(spec, exposed) == (
+        PortMapping("0.0.0.0", 8080, 80), PortMapping("127.0.0.1", 0, 53, UDP),
+        PortMapping("127.0.0.1", 0, 443))
+    assert network.published(_net("-P"), None) == ()
+    with pytest.raises(UsageError, match="--network none"):
+        _net("-P", "--network", "none")
+
+
+def test_an_exposed_sctp_port_loads_and_is_left_out_of_publish_all(
+        images: ImageStore, tmp_path, capfd) -> None:
+    """docker images may EXPOSE sctp; the user network cannot carry it, so -P says so."""
+    exposed = _load(images, tmp_path, {"80/tcp": {}, "9899/sctp": {}})
+    assert exposed is not None and [str(p) for p in exposed] == ["80/tcp", "9899/sctp"]
+    assert network.published(_net("-P"), exposed) == (PortMapping("127.0.0.1", 0, 80),)
+    assert "9899/sctp" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["[::1]:8080:80", "[::]::80/udp", "[fe80::1%lo]:80:80"])
+def test_ipv6_host_addresses_are_refused_with_the_reason(text: str) -> None:
+    """QEMU 7.2's user network cannot forward from an IPv6 host address (measured)."""
+    with pytest.raises(UsageError, match="IPv6 host address") as refused:
+        network.parse_publish(text)
+    assert "127.0.0.1" in (refused.value.hint or "")

@@ -489,7 +489,7 @@ def test_pull_and_run(vm, registry: Registry, tmp_path: Path) -> None:
     layout = write_dir(oci_layout_files([(image, "latest")]), tmp_path / "layout")
     registry.push(layout, "test/vm:v1", layout_ref="latest")
     ref = f"{registry.host}/test/vm:v1"
-    proc = vm.run("--accel", "tcg", ref, "sh", "-c", "ls /srv; cat /etc/motd")
+    proc = vm.run(ref, "sh", "-c", "ls /srv; cat /etc/motd")
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.decode() == "new.txt\nfirst layer\n"
     assert f"Unable to find image '{ref}' locally" in proc.stderr.decode()

@@ -3,6 +3,7 @@ choose what they run. No VM needed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,8 +13,10 @@ import pytest
 from conftest import REPO
 
 from hyperrun import subproc
+from hyperrun.bench import boot
 from hyperrun.containers import reaper
 from hyperrun.spec import DomainOwner
+from hyperrun.store import Store
 
 
 @pytest.fixture
@@ -82,3 +85,31 @@ def test_reaper_is_isolated_and_imports_the_parents_hyperrun(
     # And the old way of starting it really would have run the planted code.
     subprocess.run([sys.executable, "-m", "hyperrun.containers.reaper"], capture_output=True)
     assert marker.exists()
+
+
+def test_bench_cli_runs_do_not_import_from_the_callers_directory(
+        planted: tuple[Path, Path], tmp_path: Path) -> None:
+    """`bench boot --cli-runs` times hyperrun itself: isolated, in "/", never `-m` in the cwd."""
+    evil, marker = planted
+    (evil / "hyperrun" / "__main__.py").write_text((evil / "hyperrun" / "__init__.py").read_text())
+    store = Store(tmp_path / "store")
+    store.ensure()
+    # No such image in the empty store: the real hyperrun fails at once, a planted one would
+    # have run first.
+    with pytest.raises(boot.BenchFailed):
+        boot.cli_wall(boot.BootBench(image="no-such-image"), store)
+    assert not marker.exists()
+
+
+def test_bench_workers_start_in_root(planted: tuple[Path, Path],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spawned worker imports multiprocessing before anything of ours: not from the cwd."""
+    evil, marker = planted
+    (evil / "multiprocessing").mkdir()
+    (evil / "multiprocessing" / "__init__.py").write_text(
+        (evil / "hyperrun" / "__init__.py").read_text())
+    # The environment hyperrun itself started with is the caller's own; the cwd is the risk.
+    monkeypatch.delenv("PYTHONPATH")
+    with boot.worker_pool(1) as pool:
+        assert pool.submit(os.getcwd).result(timeout=60) == "/"
+    assert not marker.exists()

@@ -1,4 +1,5 @@
-"""Benchmarks of hyperrun itself (`hyperrun bench`): driving runs, timing their phases.
+"""Benchmarks of hyperrun itself (`hyperrun bench`, `hyperrun compare`): driving runs,
+timing them, and probing instances side by side.
 
 Above `containers/` and beside `cli/` (docs/architecture.md); nothing here prints: the
 CLI shows progress and results.

@@ -11,13 +11,13 @@ in a process's main thread, so threads cannot do it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import multiprocessing
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from hyperrun.images.model import Image
 from hyperrun.images.store import ImageStore
 from hyperrun.spec import Accel, PullPolicy, RunSpec
 from hyperrun.store import Store
-from hyperrun.vm import hypervisor
+from hyperrun.subproc import isolated_python
 
 COMMAND = ("true",)
 GONE_TIMEOUT = 60.0  # at the end, how long to wait for the last VMs to go
@@ -92,7 +92,7 @@ def _worker_boot(bench: BootBench, root: str) -> Sample | str:
         return exc.message
 
 
-def _measure_serial(bench: BootBench, store: Store, count: int, stage: str,
+def measure_serial(bench: BootBench, store: Store, count: int, stage: str,
                     progress: Progress, watcher: GoneWatcher) -> list[Sample]:
     """Runs one at a time, each once the VM before it is gone: a VM being torn down
     slows libvirt for the next run (--parallel is for measuring under load)."""
@@ -128,14 +128,15 @@ def _measure_pool(pool: concurrent.futures.Executor, bench: BootBench, store: St
 
 def cli_wall(bench: BootBench, store: Store) -> float:
     """The wall time of the same run as a `hyperrun run --rm` command line."""
-    argv = [sys.executable, "-m", "hyperrun", "run", "--rm", "-q", "--pull", "never",
+    argv = [*isolated_python("hyperrun.cli"), "run", "--rm", "-q", "--pull", "never",
             "--cpus", str(bench.cpus), "--memory", f"{bench.memory_mib}m",
             "--accel", str(bench.accel), "--connect", bench.uri, bench.image, *COMMAND]
     start = time.monotonic()
     # Ourselves, with this environment (HYPERRUN_ROOT), not an external tool: so not
-    # subproc.run, which gives children a fixed environment.
+    # subproc.run, which gives children a fixed environment. Isolated and in "/", as root
+    # must never import a `hyperrun/` planted in the caller's directory.
     proc = subprocess.run(argv, capture_output=True, timeout=CLI_TIMEOUT, check=False,
-                          env={**os.environ, "HYPERRUN_ROOT": str(store.root)})
+                          cwd="/", env={**os.environ, "HYPERRUN_ROOT": str(store.root)})
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         raise BenchFailed(f"`hyperrun run --rm {bench.image} true` exited with status "
@@ -147,28 +148,20 @@ def run(bench: BootBench, store: Store, progress: Progress) -> dict[str, Any]:
     """Warm up, measure, wait for the measured VMs to go; the report (bench/report.py)."""
     images = ImageStore(store)
     image = images.get(bench.image)  # ImageNotFound, with its hint, before anything boots
-    assets = container.boot_assets(store, None)
-    conn = hypervisor.connect(bench.uri)
-    try:
-        env = environment.describe(conn, requested=bench.accel, kernel=assets.kernel,
-                                   initrd=assets.initrd, vcpus=bench.cpus,
-                                   memory_mib=bench.memory_mib, image=bench.image)
-    finally:
-        conn.close()
+    env = environment.collect(store, bench.uri, requested=bench.accel, vcpus=bench.cpus,
+                              memory_mib=bench.memory_mib, image=bench.image)
     env["image_id"] = image.id
     images.base_disk(image)  # built once, before any timed run
     with warm.pool_for(bench, store, image.id), GoneWatcher(bench.uri) as watcher:
         if bench.parallel == 1:
-            _measure_serial(bench, store, bench.warmup, "warmup", progress, watcher)
-            samples = _measure_serial(bench, store, bench.runs, "measure", progress, watcher)
+            measure_serial(bench, store, bench.warmup, "warmup", progress, watcher)
+            samples = measure_serial(bench, store, bench.runs, "measure", progress, watcher)
             # The time spent in runs; not the waits for each VM to go between them.
             wall = sum(s.total for s in samples)
         else:
-            context = multiprocessing.get_context("spawn")
             # A worker imports the run path when its first task arrives, before that
             # task's clock starts.
-            with concurrent.futures.ProcessPoolExecutor(bench.parallel,
-                                                        mp_context=context) as pool:
+            with worker_pool(bench.parallel) as pool:
                 _measure_pool(pool, bench, store, bench.warmup, "warmup", progress, watcher)
                 watcher.wait(GONE_TIMEOUT)
                 start = time.monotonic()
@@ -180,6 +173,20 @@ def run(bench: BootBench, store: Store, progress: Progress) -> dict[str, Any]:
         samples = [dataclasses.replace(s, vm_gone=_gone(watcher, s)) for s in samples]
         cli = _measure_cli(bench, store, progress, watcher)
     return report.make(bench_settings(bench), env, samples, wall, cli)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
+    """Spawned worker processes, started in "/".
+
+    A spawned worker is `python -c ...` in our working directory, which Python puts first
+    on sys.path before it imports multiprocessing: as root, a `multiprocessing/` planted
+    in the caller's directory would run. Our own paths are all absolute (Store.default).
+    """
+    context = multiprocessing.get_context("spawn")
+    with contextlib.chdir("/"), concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context) as pool:
+        yield pool
 
 
 def _measure_cli(bench: BootBench, store: Store, progress: Progress,

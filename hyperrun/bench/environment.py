@@ -10,8 +10,11 @@ from typing import Any
 import libvirt
 
 from hyperrun import __version__
+from hyperrun.containers import run as container
 from hyperrun.spec import Accel
+from hyperrun.store import Store
 from hyperrun.vm import accel as accel_mod
+from hyperrun.vm import hypervisor
 from hyperrun.vm.versions import kernel_version, libvirt_version
 
 
@@ -70,3 +73,15 @@ def describe(conn: libvirt.virConnect, *, requested: Accel, kernel: Path, initrd
         "hyperrun_version": __version__,
         "python_version": platform.python_version(),
     }
+
+
+def collect(store: Store, uri: str, *, requested: Accel, vcpus: int, memory_mib: int,
+            image: str) -> dict[str, Any]:
+    """describe(), for the store's boot assets, asking libvirt at uri."""
+    assets = container.boot_assets(store, None)
+    conn = hypervisor.connect(uri)
+    try:
+        return describe(conn, requested=requested, kernel=assets.kernel, initrd=assets.initrd,
+                        vcpus=vcpus, memory_mib=memory_mib, image=image)
+    finally:
+        conn.close()

@@ -29,7 +29,7 @@ VERBS = {
     "system": "prune",
     "pull": "registry", "login": "registry", "logout": "registry",
     "info": "system", "version": "system",
-    "bench": "bench",
+    "bench": "bench", "compare": "compare",
     "pool": "pool",
 }
 

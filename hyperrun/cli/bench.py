@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import Any
 
 from hyperrun import config
 from hyperrun.bench import boot, plot
+from hyperrun.cli import bench_verbs
+from hyperrun.cli.bench_output import Bar, count, emit, seconds
 from hyperrun.cli.run import parse_cpus, parse_memory
 from hyperrun.errors import HyperrunError, UsageError
-from hyperrun.log import escape
 from hyperrun.spec import Accel
 from hyperrun.store import Store
 from hyperrun.vm import hypervisor
 
 RUNS_MAX = 10_000
 PARALLEL_MAX = 64
-STAGES = {"warmup": "warming up", "measure": "measuring", "teardown": "waiting for the VMs "
-          "to go", "cli": "timing the CLI"}
 
 
 def register(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = verbs.add_parser("bench", help="measure hyperrun (boot time)",
-                         description="Benchmarks of hyperrun on this host. Only `boot` is "
-                                     "built; `bench exec` and `bench density` are not (see "
-                                     "scripts/bench-lifecycle for those measurements).")
+    p = verbs.add_parser("bench", help="measure hyperrun (boot, exec, density)",
+                         description="Benchmarks of hyperrun on this host.")
     kinds = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=type(p))
     kinds.required = True
     b = kinds.add_parser("boot", help="time `run --rm IMAGE true`, phase by phase",
@@ -61,30 +53,25 @@ def register(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="take every run's VM from a pool (`hyperrun pool`; one of size 1 is "
                         "made for the bench if the store has none that fits)")
     b.set_defaults(func=_boot)
-
-
-def _count(name: str, value: int, low: int, high: int) -> int:
-    if not low <= value <= high:
-        raise UsageError(f"invalid {name} {value}", hint=f"give {low} to {high}")
-    return value
+    bench_verbs.register(kinds)
 
 
 def to_bench(args: argparse.Namespace) -> boot.BootBench:
     defaults = config.load()
-    parallel = _count("--parallel", args.parallel, 1, PARALLEL_MAX)
+    parallel = count("--parallel", args.parallel, 1, PARALLEL_MAX)
     cli_runs = args.cli_runs if args.cli_runs is not None else (2 if parallel == 1 else 0)
     if args.plot is not None and args.plot.suffix.lower() not in plot.FORMATS:
         raise UsageError(f"invalid --plot {str(args.plot)!r}", hint="name a .png or .svg file")
     return boot.BootBench(
         image=args.image,
-        runs=_count("--runs", args.runs, 1, RUNS_MAX),
-        warmup=_count("--warmup", args.warmup, 0, RUNS_MAX),
+        runs=count("--runs", args.runs, 1, RUNS_MAX),
+        warmup=count("--warmup", args.warmup, 0, RUNS_MAX),
         parallel=parallel,
         cpus=parse_cpus(args.cpus or defaults.cpus or "1"),
         memory_mib=parse_memory(args.memory or defaults.memory or "512m"),
         accel=Accel(args.accel or defaults.accel or Accel.AUTO.value),
         uri=hypervisor.uri_from_env(args.connect),
-        cli_runs=_count("--cli-runs", cli_runs, 0, RUNS_MAX),
+        cli_runs=count("--cli-runs", cli_runs, 0, RUNS_MAX),
         warm=_warm(args.warm, parallel),
     )
 
@@ -95,60 +82,17 @@ def _warm(warm: bool, parallel: int) -> bool:
     return warm
 
 
-class _Bar:
-    """The progress of the runs on stderr with rich, or nothing (--json -, no terminal)."""
-
-    def __init__(self, stream: TextIO, quiet: bool) -> None:
-        self._rich = None if quiet or not stream.isatty() else Progress(
-            TextColumn("{task.description}", markup=False), BarColumn(bar_width=40),
-            MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(file=stream, highlight=False), transient=True)
-        self._task: Any = None
-
-    def __enter__(self) -> _Bar:
-        if self._rich is not None:
-            self._rich.start()
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self._rich is not None:
-            self._rich.stop()
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self._rich is None:
-            return
-        if done == 0:
-            if self._task is not None:
-                self._rich.remove_task(self._task)
-            self._task = self._rich.add_task(STAGES.get(stage, stage), total=total)
-        self._rich.update(self._task, completed=done)
-
-
 def _boot(args: argparse.Namespace, store: Store) -> int:
     bench = to_bench(args)
     to_stdout = args.json == "-"
-    with _Bar(sys.stderr, quiet=to_stdout) as bar:
+    with Bar(sys.stderr, quiet=to_stdout) as bar:
         report = boot.run(bench, store, bar)
     if args.plot is not None:
         try:
             plot.draw(report, args.plot)
         except plot.PlotUnavailable as exc:
             raise HyperrunError(str(exc), hint="or leave out --plot") from None
-    text = json.dumps(report, indent=2) + "\n"
-    if to_stdout:
-        sys.stdout.write(text)
-        return 0
-    if args.json:
-        Path(args.json).write_text(text)
-    print("\n".join(escape(line) for line in table(report)))
-    return 0
-
-
-def _seconds(stats: dict[str, float] | None) -> str:
-    if not stats:
-        return "      -" * 5
-    return "".join(f"{stats[k]:7.3f}" for k in ("min", "p50", "p90", "p99", "max"))
+    return emit(args.json, report, table)
 
 
 def table(report: dict[str, Any]) -> list[str]:
@@ -170,12 +114,12 @@ def table(report: dict[str, Any]) -> list[str]:
         f"{'phase (ends when)':22}{'min':>7}{'p50':>7}{'p90':>7}{'p99':>7}{'max':>7}  seconds",
     ]
     for name in report["phases_in_total"]:
-        lines.append(f"{name:22}{_seconds(report['phases'][name])}")
-    lines.append(f"{'total':22}{_seconds(report['total'])}")
-    lines.append(f"{'vm_gone (after exit)':22}{_seconds(report['phases']['vm_gone'])}")
-    lines.append(f"{'guest clock error':22}{_seconds(report['mapping_error'])}")
+        lines.append(f"{name:22}{seconds(report['phases'][name])}")
+    lines.append(f"{'total':22}{seconds(report['total'])}")
+    lines.append(f"{'vm_gone (after exit)':22}{seconds(report['phases']['vm_gone'])}")
+    lines.append(f"{'guest clock error':22}{seconds(report['mapping_error'])}")
     if report["cli_wall"]:
-        lines.append(f"{'CLI `hyperrun run`':22}{_seconds(report['cli_wall'])}  "
+        lines.append(f"{'CLI `hyperrun run`':22}{seconds(report['cli_wall'])}  "
                      f"({report['cli_runs']} runs, Python start-up included)")
     lines.append("")
     rate = t["boots_per_second"]

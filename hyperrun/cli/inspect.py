@@ -134,6 +134,9 @@ def image_doc(image: Image) -> dict[str, Any]:
         "Config": {
             "Cmd": strings(cfg.cmd), "Entrypoint": strings(cfg.entrypoint),
             "Env": strings(cfg.env), "WorkingDir": cfg.working_dir or "", "User": cfg.user or "",
+            # As docker: only an image that exposes ports has the key.
+            **({} if cfg.exposed_ports is None
+               else {"ExposedPorts": {str(p): {} for p in cfg.exposed_ports}}),
         },
         "RootFS": {"Type": "layers", "Layers": [layer.diff_id for layer in image.layers]},
     }

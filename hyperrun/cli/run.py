@@ -52,6 +52,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
                    metavar="[IP:][HOST_PORT:]PORT[/PROTO]",
                    help="forward a host port (on 127.0.0.1 unless IP says otherwise; a free "
                         "one without HOST_PORT) to the container's PORT, tcp or udp")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every port the image exposes on a free port of 127.0.0.1")
     p.add_argument("--dns", action="append", default=[], metavar="IP",
                    help="a nameserver for /etc/resolv.conf (default: the user network's)")
     p.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN",
@@ -132,7 +134,7 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
         capabilities=capabilities.resolve(privileged=args.privileged,
                                           add=tuple(args.cap_add), drop=tuple(args.cap_drop)),
         network=network.network_spec(args.network, args.publish, args.dns, args.dns_search,
-                                     args.add_host),
+                                     args.add_host, args.publish_all),
     )
 
 

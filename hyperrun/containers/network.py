@@ -16,8 +16,10 @@ import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from hyperrun import log
 from hyperrun.containers.records import Settings
 from hyperrun.errors import HyperrunError, UsageError
+from hyperrun.images.model import ExposedPort
 from hyperrun.spec import NetworkMode, NetworkSpec, PortMapping, Protocol
 
 GUEST_CIDR = "10.0.2.15/24"
@@ -51,6 +53,11 @@ def _port(text: str, what: str, spec: str) -> int:
 def parse_publish(spec: str) -> PortMapping:
     """One -p as docker takes it (IPv4 host addresses only); host port 0: choose one."""
     found = _PUBLISH_RE.fullmatch(spec.strip())
+    if found is None and spec.strip().startswith("["):
+        # QEMU 7.2's SLIRP parses hostfwd host addresses as IPv4 only ("Bad host address").
+        raise UsageError(f"cannot publish on an IPv6 host address (-p {spec!r}): the user "
+                         "network forwards from IPv4 host addresses only",
+                         hint="publish on 127.0.0.1 (the default) or another IPv4 address")
     if found is None:
         raise UsageError(f"invalid -p {spec!r}", hint=PUBLISH_HINT)
     host_ip = found["ip"] or DEFAULT_HOST_IP
@@ -104,7 +111,8 @@ def parse_dns_search(domain: str) -> str:
 
 
 def network_spec(mode: str, publish: Iterable[str], dns: Iterable[str],
-                 dns_search: Iterable[str], add_host: Iterable[str]) -> NetworkSpec:
+                 dns_search: Iterable[str], add_host: Iterable[str],
+                 publish_all: bool = False) -> NetworkSpec:
     """The command line's network options, validated (docker's rules where it has them)."""
     try:
         network = NetworkMode(mode)
@@ -112,13 +120,28 @@ def network_spec(mode: str, publish: Iterable[str], dns: Iterable[str],
         raise UsageError(f"unknown --network {mode!r}",
                          hint="use user (QEMU's user-mode network) or none") from None
     ports = tuple(parse_publish(p) for p in publish)
-    if ports and network is NetworkMode.NONE:
+    if (ports or publish_all) and network is NetworkMode.NONE:
         raise UsageError("conflicting options: port publishing and --network none",
-                         hint="drop -p, or use --network user")
+                         hint="drop -p and -P, or use --network user")
     _no_duplicates(ports)
     return NetworkSpec(network, ports, tuple(parse_dns(d) for d in dns),
                        tuple(parse_dns_search(d) for d in dns_search),
-                       tuple(parse_add_host(h) for h in add_host))
+                       tuple(parse_add_host(h) for h in add_host), publish_all)
+
+
+def published(spec: NetworkSpec, exposed: Iterable[ExposedPort] | None) -> tuple[PortMapping, ...]:
+    """The ports to publish: -p's, and with -P every exposed port -p left out, each on a
+    free port of 127.0.0.1 (docker's -P takes every interface; ours stays local)."""
+    if not spec.publish_all:
+        return spec.ports
+    taken = {(p.container_port, p.protocol) for p in spec.ports}
+    wanted = [e for e in exposed or () if (e.port, e.protocol) not in taken]
+    for e in wanted:
+        if e.protocol not in tuple(Protocol):
+            log.warning(f"-P: the image exposes {e}; the user network carries only tcp and udp, "
+                        "so it is not published")
+    return spec.ports + tuple(PortMapping(DEFAULT_HOST_IP, 0, e.port, Protocol(e.protocol))
+                              for e in wanted if e.protocol in tuple(Protocol))
 
 
 def _no_duplicates(ports: Iterable[PortMapping]) -> None:

@@ -16,22 +16,16 @@ from pathlib import Path
 
 import libvirt
 
-import hyperrun
 from hyperrun.spec import DomainOwner
 from hyperrun.store import remove_path
-from hyperrun.subproc import spawn_detached
+from hyperrun.subproc import isolated_python, spawn_detached
 from hyperrun.vm import hypervisor
-
-# `python -I -c` has no path of ours; argv[1] says where the parent's hyperrun lives.
-_BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-              "from hyperrun.containers.reaper import main; sys.exit(main(sys.argv[1:]))")
 
 
 def spawn(uri: str, uuid: str, owner: DomainOwner, paths: list[Path]) -> None:
     """Start the reaper for owner's domain; it removes paths once the domain has gone."""
-    package_parent = Path(hyperrun.__file__).resolve().parent.parent
-    spawn_detached([sys.executable, "-I", "-c", _BOOTSTRAP, str(package_parent),
-                    uri, uuid, owner.store_id, owner.container_id, *map(str, paths)])
+    spawn_detached([*isolated_python("hyperrun.containers.reaper"), uri, uuid,
+                    owner.store_id, owner.container_id, *map(str, paths)])
 
 
 def main(argv: list[str]) -> int:

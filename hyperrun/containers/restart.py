@@ -21,19 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-import hyperrun
 from hyperrun.containers.records import Container
 from hyperrun.errors import UsageError
 from hyperrun.store import Store
+from hyperrun.subproc import isolated_python
 
 _POLICY = re.compile(r"(no|always|unless-stopped)|on-failure(?::(\d{1,6}))?")
 POLICY_HINT = "use no, always, unless-stopped, on-failure or on-failure:MAX-RETRIES"
 # docker's back-off before a restart: 100 ms, doubled each time, at most a minute.
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 60.0
-# `python -I -c` has no path of ours; argv[1] says where the parent's hyperrun lives.
-_BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-              "from hyperrun.containers.restart import main; sys.exit(main(sys.argv[1:]))")
 
 
 def parse_policy(text: str) -> tuple[str, int]:
@@ -60,9 +57,7 @@ def on_exit_command(store: Store, c: Container) -> tuple[str, ...]:
     """The program c's monitor becomes when the VM is gone (none without a policy)."""
     if parse_policy(c.settings.restart or "no")[0] == "no":
         return ()
-    package_parent = Path(hyperrun.__file__).resolve().parent.parent
-    return (sys.executable, "-I", "-c", _BOOTSTRAP, str(package_parent),
-            str(store.root), c.id)
+    return (*isolated_python("hyperrun.containers.restart"), str(store.root), c.id)
 
 
 def main(argv: list[str]) -> int:

@@ -161,7 +161,8 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 log_max_size=run.log_max_size, log_max_files=run.log_max_files,
                 restart=run.restart,
                 **_capability_settings(run.capabilities),
-                **network.settings(run.network, network.allocate(run.network.ports)))
+                **network.settings(run.network, network.allocate(
+                    network.published(run.network, image.config.exposed_ports))))
             container = job.container = state.create(
                 store, cid, run.name, run.image, image.id, run.command, remove=run.remove,
                 settings=settings, adopt=warm.dir if warm else None,

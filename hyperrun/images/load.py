@@ -10,14 +10,13 @@ import builtins
 import contextlib
 import datetime
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from hyperrun import reference as references
-from hyperrun.digest import sha256
+from hyperrun.digest import is_hex64, sha256
 from hyperrun.errors import InvalidImage, UsageError
 from hyperrun.images import compression
 from hyperrun.images import manifest as documents
@@ -299,10 +298,10 @@ def _now() -> str:
 
 def _digest_in_name(name: str) -> str | None:
     """The digest a docker-save member name states: `<hex>.json` or `blobs/sha256/<hex>`."""
-    match = re.search(r"(?:^|/)(?:blobs/sha256/)?([a-f0-9]{64})(?:\.json)?$", name)
-    if match and (name.endswith(".json") or "blobs/sha256/" in name):
-        return "sha256:" + match.group(1)
-    return None
+    if not (name.endswith(".json") or "blobs/sha256/" in name):
+        return None
+    hexpart = name.rpartition("/")[2].removesuffix(".json")
+    return "sha256:" + hexpart if is_hex64(hexpart) else None
 
 
 def _blob_name(digest: str) -> str:

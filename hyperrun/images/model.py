@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from hyperrun.errors import InvalidImage
 from hyperrun.reference import Reference
+from hyperrun.spec import Protocol
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -33,6 +35,22 @@ LAYER_MEDIA_TYPES = frozenset({
 })
 
 
+# ExposedPorts: `PORT/PROTO` keys (docker reads a bare PORT as tcp) and empty-object values.
+MAX_EXPOSED_PORTS = 1024  # -P publishes each on a host port of its own
+_EXPOSED_RE = re.compile(r"([0-9]{1,5})(?:/(tcp|udp|sctp))?", re.ASCII)
+
+
+@dataclass(frozen=True, order=True)
+class ExposedPort:
+    """A port the image says it listens on (EXPOSE); `-P` publishes it."""
+
+    port: int
+    protocol: str = Protocol.TCP  # tcp, udp or sctp (which the user network cannot carry)
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+
 @dataclass(frozen=True)
 class ImageConfig:
     """The runtime defaults of an image, exactly as its config says.
@@ -48,6 +66,7 @@ class ImageConfig:
     working_dir: str | None = None
     user: str | None = None
     stop_signal: str | None = None
+    exposed_ports: tuple[ExposedPort, ...] | None = None
 
     @classmethod
     def from_json(cls, config: Mapping[str, Any] | None) -> ImageConfig:
@@ -63,6 +82,7 @@ class ImageConfig:
             working_dir=_string(config, "WorkingDir"),
             user=_string(config, "User"),
             stop_signal=_string(config, "StopSignal"),
+            exposed_ports=_exposed_ports(config),
         )
 
 
@@ -114,3 +134,24 @@ def _string(config: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         raise InvalidImage(f"image config: {key} must be a string")
     return value
+
+
+def _exposed_ports(config: Mapping[str, Any]) -> tuple[ExposedPort, ...] | None:
+    value = config.get("ExposedPorts")
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidImage("image config: ExposedPorts must be an object")
+    if len(value) > MAX_EXPOSED_PORTS:
+        raise InvalidImage(f"image config: {len(value)} ExposedPorts, at most "
+                           f"{MAX_EXPOSED_PORTS}")
+    ports = set()
+    for key, empty in value.items():
+        found = _EXPOSED_RE.fullmatch(key) if isinstance(key, str) else None
+        if found is None or not 1 <= int(found[1]) <= 65535:
+            raise InvalidImage(f"image config: ExposedPorts has {str(key)[:40]!r}; want "
+                               "PORT/tcp or PORT/udp, PORT from 1 to 65535")
+        if empty is not None and not isinstance(empty, Mapping):
+            raise InvalidImage(f"image config: ExposedPorts {key!r} must map to {{}}")
+        ports.add(ExposedPort(int(found[1]), found[2] or Protocol.TCP))
+    return tuple(sorted(ports))
