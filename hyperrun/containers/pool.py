@@ -4,13 +4,13 @@ A pool is configured per store (`hyperrun pool add`): an image and the settings 
 booted with (vCPUs, memory, network mode, accelerator, libvirt URI). A pooled VM is a
 container booted up to the point where its agent waits for `CONTAINER`: its own id,
 overlay on the image's base disk, domain (named and tagged as every container's, left to
-libvirt) and monitor. `run` takes one by creating `claim` in its directory with O_EXCL,
-so two runs never get the same VM; the container's record then adopts the directory
-(records.create moves it into containers/), and the spec goes to the waiting agent.
-pool_vms.py boots and sweeps them.
+libvirt) and monitor. `run` takes one by linking `claim` into its directory (link() is
+atomic and exclusive), so two runs never get the same VM; the container's record then
+adopts the directory (records.create moves it into containers/), and the spec goes to
+the waiting agent. pool_vms.py boots and sweeps them.
 
-    pool/pools.json       the pools: [{image, image_id, cpus, memory_mib, network, accel,
-                          uri, size}]
+    pool/pools.json       the pools: [{key: {image_id, cpus, memory_mib, network, accel,
+                          uri}, image, size}]
     pool/vms/<id>/        vm.json, the files of a container directory, `claim` once taken
 """
 
@@ -76,7 +76,7 @@ class PooledVm:
     id: str
     key: PoolKey
     domain_uuid: str
-    assets: str  # boot_assets_tag() of what it booted: a changed kernel or disk retires it
+    assets: str  # boot_assets_tag() of its kernel and initrd: a changed one retires it
     filler_pid: int  # the process booting it
     created: float
     monitor_pid: int = 0
