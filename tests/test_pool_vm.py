@@ -123,6 +123,14 @@ def test_the_guest_clock_is_the_hosts(vm, pooled: str) -> None:
     assert abs(int(out) - time.time()) < 3
 
 
+def test_system_prune_keeps_a_pool(vm, pooled: str) -> None:
+    _ok(vm.hyperrun("system", "prune", "-f"))
+    assert _pooled(vm) == {pooled}
+    assert _ready(vm) == 1
+    out = vm.run("--memory", MEMORY, "busybox", "hostname")
+    assert _ok(out).strip() == pooled[:12]
+
+
 def test_pool_rm_leaves_no_domain_or_file(vm, pooled: str) -> None:
     assert any(pooled[:12] in name for name in _domains(vm))
     _ok(vm.hyperrun("pool", "rm", "busybox"))
