@@ -248,6 +248,7 @@ def take(conn: libvirt.virConnect, store: Store, key: PoolKey, assets: str) -> C
     """
     if not _pools_file(store).exists():
         return None
+    dead = False
     for directory, vm in listed(store):
         if vm is None or not vm.ready or vm.key != key or vm.assets != assets:
             continue
@@ -256,10 +257,13 @@ def take(conn: libvirt.virConnect, store: Store, key: PoolKey, assets: str) -> C
         dom = usable(conn, store, vm)
         if dom is None:  # it died waiting: left claimed by us, for the sweep (we live on)
             log.debug("pooled VM %s is gone; trying another", vm.id[:12])
+            dead = True
             continue
         log.debug("claimed pooled VM %s", vm.id[:12])
         return Claimed(vm, directory, dom)
     log.debug("no pooled VM for %s; booting cold", key)
+    if dead:  # the pool is short of it: a replacement boots beside this cold run
+        spawn_refill(store)
     return None
 
 
