@@ -30,6 +30,7 @@ class Store:
     containers/<id>/     per-container overlay, console log, state
     sock/                virtio-serial channel sockets (short paths: sun_path is 108 bytes)
     boot/                vmlinuz and initrd.img installed by scripts/setup
+    pool/                VMs booted ahead of `run` and the pools that want them
     tmp/                 staging; same filesystem as the rest, so renames are atomic
     id                   this store's random identity (domain names and metadata carry it)
     """
@@ -59,6 +60,11 @@ class Store:
     @property
     def sockets(self) -> Path:
         return self.root / "sock"
+
+    @property
+    def pool(self) -> Path:
+        """VMs booted ahead for `run` (containers/pool.py): pool.json and vms/<id>/."""
+        return self.root / "pool"
 
     @property
     def boot(self) -> Path:

@@ -218,3 +218,13 @@ def wait_until(predicate: Any, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return bool(predicate())
+
+
+def until(what: Any, timeout: float = 60.0, step: float = 0.1) -> Any:
+    """Call what() until it returns something true or timeout passes; its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(step)

@@ -12,6 +12,7 @@ import pytest
 
 from hyperrun.bench import plot, report, stats
 from hyperrun.bench.timeline import (
+    BOOTED_AHEAD,
     GUEST_PHASES,
     PHASES,
     TEARDOWN,
@@ -169,6 +170,20 @@ def test_a_guest_claiming_its_agent_started_before_the_run_is_dropped() -> None:
     assert s.guest_dropped is not None and "before the run" in s.guest_dropped
 
 
+def test_a_warm_run_leaves_out_the_boot_it_did_not_wait_for() -> None:
+    # A pooled VM: booted long before the run (agent at OFFSET + 0.5), claimed at +0.51.
+    host = _host(start=OFFSET + 0.505, warm=OFFSET + 0.507, overlay=OFFSET + 0.508,
+                 created=OFFSET + 0.509)
+    s = build(_raw(host, qemu=50.0))
+    assert s.guest_dropped is None and s.overlapped == 0
+    assert all(s.phases[name] == 0.0 for name in BOOTED_AHEAD)
+    assert s.phases["root_mounted"] == pytest.approx(0.541 - 0.508)
+    assert sum(s.phases.values()) == pytest.approx(s.total)  # type: ignore[arg-type]
+    settings = {"parallel": 1, "warm": True}
+    assert report.make(settings, {}, [s], 1.0, [])["phases_in_total"] == [
+        p for p in PHASES if p not in BOOTED_AHEAD]
+
+
 def test_guest_time_0_before_the_run_only_overlaps() -> None:
     # The guest's early clock is rough: time 0 may map before the run began.
     s = build(_raw(_host(start=OFFSET + 0.1, overlay=OFFSET + 0.11, created=OFFSET + 0.3),
@@ -230,7 +245,8 @@ def test_plot_refuses_other_formats(tmp_path: Path) -> None:
 
 def _args(**kw: object) -> argparse.Namespace:
     base = {"runs": 3, "warmup": 1, "parallel": 1, "image": "busybox", "cpus": None,
-            "memory": None, "accel": None, "cli_runs": None, "plot": None, "connect": None}
+            "memory": None, "accel": None, "cli_runs": None, "plot": None, "connect": None,
+            "warm": False}
     return argparse.Namespace(**{**base, **kw})
 
 

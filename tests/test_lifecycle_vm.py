@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import until as _until
 
 pytestmark = pytest.mark.vm
 
@@ -29,15 +30,6 @@ def _ok(proc: subprocess.CompletedProcess[bytes]) -> str:
 def _inspect(vm, ref: str) -> dict:
     [doc] = json.loads(_ok(vm.hyperrun("inspect", ref)))
     return doc
-
-
-def _until(what, timeout: float = 60.0, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(step)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hyperrun.bench import environment, report
+from hyperrun.bench import environment, report, warm
 from hyperrun.bench.teardown import GoneWatcher
 from hyperrun.bench.timeline import Recorder, Sample, build
 from hyperrun.containers import run as container
@@ -54,6 +54,7 @@ class BootBench:
     accel: Accel = Accel.AUTO
     uri: str = "qemu:///system"
     cli_runs: int = 0  # also time this many `hyperrun run --rm IMAGE true` subprocesses
+    warm: bool = False  # every run takes a VM from a pool (bench/warm.py)
 
 
 class BenchFailed(HyperrunError):
@@ -98,6 +99,7 @@ def measure_serial(bench: BootBench, store: Store, count: int, stage: str,
     samples = []
     progress(stage, 0, count)
     for i in range(count):
+        warm.refilled(bench, store)
         sample = one_boot(bench, store)
         watcher.watch(sample.domain_uuid)
         watcher.wait(GONE_TIMEOUT)
@@ -150,7 +152,7 @@ def run(bench: BootBench, store: Store, progress: Progress) -> dict[str, Any]:
                               memory_mib=bench.memory_mib, image=bench.image)
     env["image_id"] = image.id
     images.base_disk(image)  # built once, before any timed run
-    with GoneWatcher(bench.uri) as watcher:
+    with warm.pool_for(bench, store, image.id), GoneWatcher(bench.uri) as watcher:
         if bench.parallel == 1:
             measure_serial(bench, store, bench.warmup, "warmup", progress, watcher)
             samples = measure_serial(bench, store, bench.runs, "measure", progress, watcher)
@@ -194,6 +196,7 @@ def _measure_cli(bench: BootBench, store: Store, progress: Progress,
     walls = []
     progress("cli", 0, bench.cli_runs)
     for i in range(bench.cli_runs):
+        warm.refilled(bench, store)
         before = watcher.listed(prefix)
         walls.append(cli_wall(bench, store))
         for uuid in watcher.listed(prefix) - before:
@@ -211,4 +214,5 @@ def _gone(watcher: GoneWatcher, s: Sample) -> float | None:
 def bench_settings(bench: BootBench) -> dict[str, Any]:
     return {"image": bench.image, "command": ["run", "--rm", bench.image, *COMMAND],
             "runs": bench.runs, "warmup": bench.warmup, "parallel": bench.parallel,
-            "cpus": bench.cpus, "memory_mib": bench.memory_mib, "accel": str(bench.accel)}
+            "cpus": bench.cpus, "memory_mib": bench.memory_mib, "accel": str(bench.accel),
+            "warm": bench.warm}

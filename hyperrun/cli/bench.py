@@ -49,6 +49,9 @@ def register(verbs: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="draw the CDF of totals and the phase medians (.png or .svg; "
                         "needs matplotlib)")
     b.add_argument("--connect", help="libvirt URI (default $HYPERRUN_CONNECT or qemu:///system)")
+    b.add_argument("--warm", action="store_true",
+                   help="take every run's VM from a pool (`hyperrun pool`; one of size 1 is "
+                        "made for the bench if the store has none that fits)")
     b.set_defaults(func=_boot)
     bench_verbs.register(kinds)
 
@@ -69,7 +72,14 @@ def to_bench(args: argparse.Namespace) -> boot.BootBench:
         accel=Accel(args.accel or defaults.accel or Accel.AUTO.value),
         uri=hypervisor.uri_from_env(args.connect),
         cli_runs=count("--cli-runs", cli_runs, 0, RUNS_MAX),
+        warm=_warm(args.warm, parallel),
     )
+
+
+def _warm(warm: bool, parallel: int) -> bool:
+    if warm and parallel != 1:
+        raise UsageError("--warm runs one at a time", hint="leave out --parallel or --warm")
+    return warm
 
 
 def _boot(args: argparse.Namespace, store: Store) -> int:
@@ -91,7 +101,8 @@ def table(report: dict[str, Any]) -> list[str]:
     kib = "{:,} KiB".format
     lines = [
         f"hyperrun bench boot: `run --rm {s['image']} true`, {t['runs']} runs after "
-        f"{s['warmup']} warm-up, {s['parallel']} at a time",
+        f"{s['warmup']} warm-up, {s['parallel']} at a time"
+        f"{', warm (VMs from a pool)' if s.get('warm') else ''}",
         f"accelerator {env['accelerator']} ({env['accelerator_reason']}); "
         f"{env['host_cpu'] or 'CPU unknown'}, {env['host_cores']} cores",
         f"QEMU {env['qemu_version']}, libvirt {env['libvirt_version']}, guest kernel "

@@ -61,10 +61,13 @@ def no_timeline(event: str, detail: Any) -> None:
     """The Timeline of every run that is not a benchmark's."""
 
 
-def vm_spec(store: Store, c: Container) -> VmSpec:
-    """The VM of container c, from what its record says it was created with."""
+def vm_spec(store: Store, c: Container, files: records.Paths | None = None) -> VmSpec:
+    """The VM of container c, from what its record says it was created with.
+
+    files: where its files are, if not in its container directory (a pooled VM's).
+    """
     s = c.settings
-    files = records.paths(store, c.id)
+    files = files or records.paths(store, c.id)
     return VmSpec(
         name=c.domain,
         uuid=c.domain_uuid,
@@ -120,8 +123,23 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
     On the way out the session closes; the VM stays unless an exception left this
     context (then it is destroyed, as a half-started container must not run on).
     """
-    vm = vm_spec(store, c)
-    files = records.paths(store, c.id)
+    started = time.monotonic()
+    with running_vm(conn, store, c, records.paths(store, c.id), detach,
+                    timeline) as (dom, pid):
+        c = records.record_start(store, c, monitor_pid=pid, detached=detach)
+        with _handshake(store, c, dom, timeline) as guest:
+            log.debug("guest ready after %.2fs", time.monotonic() - started)
+            yield c, dom, guest
+
+
+@contextlib.contextmanager
+def running_vm(conn: libvirt.virConnect, store: Store, c: Container, files: records.Paths,
+               detach: bool, timeline: Timeline = no_timeline,
+               ) -> Iterator[tuple[libvirt.virDomain, int]]:
+    """Start c's domain and its monitor (files: where they keep theirs); yield the domain
+    and the monitor's pid. The guest boots and waits for CONTAINER. An exception in the
+    body destroys the domain."""
+    vm = vm_spec(store, c, files)
     binary = monitor.binary(store.boot)
     files.exit_file.unlink(missing_ok=True)  # a stale one from an earlier boot
     # virtlogd appends to an existing file and keeps its mode: root's alone.
@@ -129,7 +147,6 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
     network.check_free(vm.ports)
     xml = domain_xml(vm)
     log.debug("domain XML:\n%s", xml)
-    started = time.monotonic()
     with hypervisor.transient_domain(conn, xml, autodestroy=not detach) as dom:
         timeline("created", dom)
         try:
@@ -140,24 +157,53 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
                 diagnostics=files.monitor_log, on_exit=restart.on_exit_command(store, c)))
         except GuestGone as exc:
             raise BootFailed(f"{exc}", console_tail(vm.console_log)) from None
-        c = records.record_start(store, c, monitor_pid=pid, detached=detach)
+        yield dom, pid
 
-        def alive() -> bool:
-            return hypervisor.is_active(dom)
 
-        try:
-            with monitor.session(files.mon_socket) as guest:
-                guest.paused = lambda: hypervisor.is_paused(dom)
-                try:
-                    timeline("container_sent", None)
-                    timeline("ok", guest.setup_container(c.settings.hostname,
-                                                         boot_timeout(), alive,
-                                                         network.guest_fields(c.settings)))
-                except (GuestGone, TimeoutError) as exc:
-                    why = "did not answer in time" if isinstance(exc, TimeoutError) else "stopped"
-                    raise BootFailed(f"the VM failed to boot: the guest agent {why}",
-                                     console_tail(vm.console_log)) from None
-                log.debug("guest ready after %.2fs", time.monotonic() - started)
-                yield c, dom, guest
-        except GuestGone as exc:
-            raise BootFailed(f"{exc}", console_tail(vm.console_log)) from None
+@contextlib.contextmanager
+def adopted(store: Store, c: Container, dom: libvirt.virDomain, monitor_pid: int,
+            detach: bool, timeline: Timeline = no_timeline,
+            ) -> Iterator[tuple[Container, libvirt.virDomain, GuestSession]]:
+    """booted(), for a VM that booted ahead (containers/pool.py) and waits for its spec.
+
+    Its domain and monitor run already; an exception destroys the domain, as a
+    half-started container must not run on.
+    """
+    try:
+        timeline("created", dom)
+        ports = network.ports_of(c.settings.ports)
+        if ports:  # known only now: published on the running VM
+            network.check_free(ports)
+            hypervisor.forward_ports(dom, ports)
+        c = records.record_start(store, c, monitor_pid=monitor_pid, detached=detach)
+        with _handshake(store, c, dom, timeline) as guest:
+            yield c, dom, guest
+    except BaseException:
+        hypervisor.destroy(dom)
+        raise
+
+
+@contextlib.contextmanager
+def _handshake(store: Store, c: Container, dom: libvirt.virDomain,
+               timeline: Timeline) -> Iterator[GuestSession]:
+    """A session through c's monitor, after CONTAINER has set the guest up."""
+    console_log = records.paths(store, c.id).console_log
+
+    def alive() -> bool:
+        return hypervisor.is_active(dom)
+
+    try:
+        with monitor.session(records.paths(store, c.id).mon_socket) as guest:
+            guest.paused = lambda: hypervisor.is_paused(dom)
+            try:
+                timeline("container_sent", None)
+                timeline("ok", guest.setup_container(c.settings.hostname,
+                                                     boot_timeout(), alive,
+                                                     network.guest_fields(c.settings)))
+            except (GuestGone, TimeoutError) as exc:
+                why = "did not answer in time" if isinstance(exc, TimeoutError) else "stopped"
+                raise BootFailed(f"the VM failed to boot: the guest agent {why}",
+                                 console_tail(console_log)) from None
+            yield guest
+    except GuestGone as exc:
+        raise BootFailed(f"{exc}", console_tail(console_log)) from None

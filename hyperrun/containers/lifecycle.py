@@ -48,13 +48,16 @@ def refresh(conn: libvirt.virConnect, store: Store, c: Container) -> tuple[Conta
         return c, State.EXITED
     dom = domain(conn, store, c)
     if dom is not None and hypervisor.is_active(dom):
-        if not c.booted and c.owner_pid and not process_alive(c.owner_pid):
+        if (not c.booted or not c.detached) and c.owner_pid and \
+                not process_alive(c.owner_pid):
             # The command booting it was killed before its main process started (a
             # detached VM outlives it): nothing will ever start it, so it ends here.
+            # So does a foreground container whose VM came from a pool (containers/
+            # pool.py): libvirt, not its `run`, holds that VM, so AUTODESTROY cannot.
             hypervisor.destroy(dom)
             monitor.stop(c.monitor_pid, records.paths(store, c.id).mon_socket)
-            c = records.record_lost(store, c, EXIT_KILLED,
-                                    BOOT_KILLED_NOTE.format(pid=c.owner_pid))
+            note = KILLED_NOTE if c.booted else BOOT_KILLED_NOTE
+            c = records.record_lost(store, c, EXIT_KILLED, note.format(pid=c.owner_pid))
             return c, State.EXITED
         return c, State.PAUSED if hypervisor.is_paused(dom) else State.UP
     files = records.paths(store, c.id)

@@ -17,18 +17,25 @@ from pathlib import Path
 
 import libvirt
 
-from hyperrun.containers import records
+from hyperrun.containers import pool, pool_vms, records
 from hyperrun.store import Store, remove_path
 from hyperrun.vm import hypervisor
 from hyperrun.vm.domain_xml import METADATA_NS, parse_owner
 
 
 def _known(store: Store) -> set[str]:
-    return {c.id for c in records.all_containers(store)}
+    """Containers, and the VMs of the pools (containers/pool.py), which pool_vms sweeps."""
+    return {c.id for c in records.all_containers(store)} | {
+        d.name for d, _ in pool.listed(store)}
 
 
 def remove_domains(conn: libvirt.virConnect, store: Store) -> list[str]:
-    """Destroy this store's VMs whose container no longer exists; their names."""
+    """Destroy this store's VMs whose container no longer exists; their names.
+
+    Pooled VMs that died, or that no pool wants, go first (pool_vms.sweep).
+    """
+    with pool_vms.Connections() as conns:
+        pool_vms.sweep(conns, store)
     known = _known(store)
     removed = []
     for dom in conn.listAllDomains():

@@ -152,6 +152,11 @@ def owner(store: Store, c: Container) -> DomainOwner:
     return DomainOwner(store.identity(), c.id)
 
 
+def domain_name(store: Store, cid: str) -> str:
+    """The libvirt name of container cid's VM (for people: hyperrun goes by its UUID)."""
+    return f"hyperrun-{store.identity()}-{cid[:12]}"
+
+
 def validate_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise UsageError(f"invalid container name {name!r}", hint=NAME_HINT)
@@ -236,6 +241,8 @@ def _sweep(store: Store) -> None:
         if owner_gone or old.exit_status is not None:
             continue  # its sockets, if any, are swept below
         live.add(old.id[:12])
+    with contextlib.suppress(OSError):  # a pooled VM's, until containers/pool.py sweeps it
+        live.update(vm.name[:12] for vm in (store.pool / "vms").iterdir())
     with contextlib.suppress(OSError):
         for sock in store.sockets.iterdir():
             if sock.stem not in live:
@@ -244,22 +251,31 @@ def _sweep(store: Store) -> None:
 
 def create(store: Store, cid: str, name: str | None, image: str, image_id: str,
            command: tuple[str, ...], remove: bool,
-           settings: Settings | None = None) -> Container:
-    """Reserve a unique name (a generated one without --name), make the directory and record."""
+           settings: Settings | None = None, adopt: Path | None = None,
+           domain_uuid: str | None = None) -> Container:
+    """Reserve a unique name (a generated one without --name), make the directory and record.
+
+    adopt: the directory of a VM booted ahead (containers/pool.py), moved in as the
+    container's, whose domain has domain_uuid.
+    """
     if name is not None:
         validate_name(name)
-    domain = f"hyperrun-{store.identity()}-{cid[:12]}"
+    domain = domain_name(store, cid)
     with store.lock("containers"):
         _sweep(store)
         taken = {c.name for c in all_containers(store)}
         if name and name in taken:
             raise UsageError(f"container name {name!r} is already in use",
                              hint="choose another --name or `hyperrun rm` the old container")
-        # 0711: QEMU must reach the overlay by its path, but nobody may list the directory.
-        paths(store, cid).dir.mkdir(mode=0o711, parents=True)
+        if adopt is not None:
+            os.rename(adopt, paths(store, cid).dir)
+        else:
+            # 0711: QEMU must reach the overlay by its path, but nobody may list it.
+            paths(store, cid).dir.mkdir(mode=0o711, parents=True)
         c = Container(cid, name or names.generate(taken), image, image_id, command,
                       time.time(), remove=remove, owner_pid=os.getpid(), domain=domain,
-                      domain_uuid=str(uuid.uuid4()), settings=settings or Settings())
+                      domain_uuid=domain_uuid or str(uuid.uuid4()),
+                      settings=settings or Settings())
         _save(store, c)
     return c
 

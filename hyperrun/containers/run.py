@@ -12,7 +12,7 @@ from typing import Any
 import libvirt
 
 from hyperrun import capabilities
-from hyperrun.containers import boot, network, reaper
+from hyperrun.containers import boot, network, pool, reaper
 from hyperrun.containers import records as state
 from hyperrun.containers.process import FORWARDED_SIGNALS, Terminal, merge_env
 from hyperrun.errors import (
@@ -25,7 +25,7 @@ from hyperrun.errors import (
 from hyperrun.images.disk import create_overlay, share_with_qemu
 from hyperrun.images.model import Image, ImageConfig
 from hyperrun.images.store import ImageStore
-from hyperrun.spec import ProcessSpec, PullPolicy, RunSpec
+from hyperrun.spec import Accel, ProcessSpec, PullPolicy, RunSpec
 from hyperrun.store import Store, remove_path
 from hyperrun.vm import accel as accel_mod
 from hyperrun.vm import hypervisor, monitor
@@ -138,13 +138,20 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
     assets = boot_assets(store, run.kernel)
     accel = accel_mod.resolve(run.accel, once=store.root / "tcg-warned")
     conn = hypervisor.connect(uri)
+    warm: pool.Claimed | None = None
     try:
         base = images.base_disk(image)
         share_with_qemu(base, hypervisor.qemu_ids(conn, accel))
+        warm = _claim(conn, store, run, image, accel, uri, assets)
+        if warm is not None:  # the pooled VM's id is the container's
+            cid = warm.vm.id
+            hostname = run.hostname or cid[:12]
+            process = process_spec(image.config, run, hostname)
         # A container with a restart policy may be booted again as soon as this VM is
         # gone: its sockets are then the new VM's, and no reaper may touch them.
         keep = run.detach or run.restart != "no"
-        with _Cleanup(store, uri, remove=run.remove, detach=keep) as job:
+        with pool.given_back_on_error(warm), \
+                _Cleanup(store, uri, remove=run.remove, detach=keep) as job:
             entrypoint, cmd = entrypoint_and_cmd(image.config, run)
             settings = state.Settings(
                 entrypoint=entrypoint, cmd=cmd, env=process.env, workdir=process.cwd,
@@ -158,11 +165,15 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                     network.published(run.network, image.config.exposed_ports))))
             container = job.container = state.create(
                 store, cid, run.name, run.image, image.id, run.command, remove=run.remove,
-                settings=settings)
-            create_overlay(base, state.paths(store, container.id).overlay)
+                settings=settings, adopt=warm.dir if warm else None,
+                domain_uuid=warm.vm.domain_uuid if warm else None)
+            if warm is None:
+                create_overlay(base, state.paths(store, container.id).overlay)
+            else:
+                timeline("warm", None)
             timeline("overlay", None)
             status = _boot_and_run(conn, store, container, process, terminal, job,
-                                   detach=run.detach, timeline=timeline)
+                                   detach=run.detach, timeline=timeline, warm=warm)
             if run.detach:
                 print(container.id, flush=True)  # as `docker run -d` does
             elif not run.remove:
@@ -170,12 +181,29 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
             return status
     finally:
         conn.close()
+        if warm is not None:
+            # Only now: on a host with few cores a VM booting beside this one's would
+            # slow it down (docs/benchmarks.md "Cold and warm start").
+            pool.spawn_refill(store)
+
+
+def _claim(conn: libvirt.virConnect, store: Store, run: RunSpec, image: Image,
+           accel: Accel, uri: str, assets: BootAssets) -> pool.Claimed | None:
+    """A VM booted ahead for this run (containers/pool.py), if a pool has one that fits."""
+    if run.kernel is not None or not pool.servable(run):
+        return None
+    key = pool.key_of(run, image.id, accel.value, uri)
+    return pool.take(conn, store, key, pool.boot_assets_tag(assets.kernel, assets.initrd))
 
 
 def _boot_and_run(conn: libvirt.virConnect, store: Store, container: state.Container,
                   process: ProcessSpec, terminal: Terminal | None, job: _Cleanup,
-                  detach: bool, timeline: boot.Timeline = boot.no_timeline) -> int:
-    with boot.booted(conn, store, container, detach=detach, timeline=timeline) as (c, dom, guest):
+                  detach: bool, timeline: boot.Timeline = boot.no_timeline,
+                  warm: pool.Claimed | None = None) -> int:
+    vm = (boot.booted(conn, store, container, detach=detach, timeline=timeline)
+          if warm is None else
+          boot.adopted(store, container, warm.dom, warm.vm.monitor_pid, detach, timeline))
+    with vm as (c, dom, guest):
         job.started(c)
 
         def alive() -> bool:

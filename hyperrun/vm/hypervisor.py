@@ -6,13 +6,13 @@ import contextlib
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import libvirt
 
 from hyperrun.errors import HypervisorError
 from hyperrun.log import log
-from hyperrun.spec import Accel, DomainOwner
+from hyperrun.spec import Accel, DomainOwner, PortMapping
 from hyperrun.vm.domain_xml import METADATA_NS, parse_owner
 
 # Re-exported: most commands reach them here.
@@ -146,3 +146,32 @@ def qemu_ids(conn: libvirt.virConnect, accel: Accel) -> tuple[int, int] | None:
             if label.get("type") == domain_type and found:
                 return int(found[1]), int(found[2])
     return None
+
+
+# The netdev libvirt 9.0 names for a domain's first <interface type='user'>.
+USER_NETDEV = "hostnet0"
+HMP_REPLY_MAX = 200
+
+
+def forward_ports(dom: libvirt.virDomain, ports: Iterable[PortMapping]) -> None:
+    """Publish ports on a running domain's user network, as `-p` does at its start.
+
+    For a VM booted before its ports were known (a pooled one): QEMU's `hostfwd_add`
+    through libvirt's monitor passthrough, which marks the domain "custom-monitor".
+    """
+    import libvirt_qemu  # only this path needs it
+
+    for p in ports:
+        rule = f"{p.protocol}:{p.host_ip}:{p.host_port}-:{p.container_port}"
+        try:
+            reply = libvirt_qemu.qemuMonitorCommand(
+                dom, f"hostfwd_add {USER_NETDEV} {rule}",
+                libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"libvirt could not publish {p}: {exc.get_error_message()}",
+                                  hint="rerun with --debug; the libvirtd log has the details"
+                                  ) from exc
+        if reply.strip():  # QEMU answers an HMP command that worked with nothing
+            raise HypervisorError(f"QEMU could not publish {p}: "
+                                  f"{reply.strip()[:HMP_REPLY_MAX]}",
+                                  hint="is the host port in use?")
