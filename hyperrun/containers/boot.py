@@ -17,7 +17,7 @@ from typing import Any
 
 import libvirt
 
-from hyperrun.containers import network, records, restart
+from hyperrun.containers import mounts, network, records, restart, volumes
 from hyperrun.containers.records import Container
 from hyperrun.errors import BootFailed, GuestGone
 from hyperrun.log import log
@@ -68,6 +68,7 @@ def vm_spec(store: Store, c: Container) -> VmSpec:
         free_page_reporting=True,
         memfd_ram=True,
         network=NetworkMode(s.network or NetworkMode.NONE), ports=network.ports_of(s.ports),
+        shares=volumes.shares(store, c.id, mounts.of_records(s.mounts)),
     )
 
 
@@ -113,7 +114,11 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
     xml = domain_xml(vm)
     log.debug("domain XML:\n%s", xml)
     started = time.monotonic()
-    with hypervisor.transient_domain(conn, xml, autodestroy=not detach) as dom:
+    mounted = mounts.of_records(c.settings.mounts)
+    setup = network.guest_fields(c.settings) + volumes.guest_fields(store, mounted)
+    views = volumes.ReadonlyViews(store, c.id, mounted)
+    with views, hypervisor.transient_domain(conn, xml, autodestroy=not detach) as dom:
+        views.release()  # the file servers hold their own copies now
         timeline("created", dom)
         try:
             pid = monitor.spawn(monitor.MonitorSpec(
@@ -135,7 +140,7 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
                     timeline("container_sent", None)
                     timeline("ok", guest.setup_container(c.settings.hostname,
                                                          boot_timeout(), alive,
-                                                         network.guest_fields(c.settings)))
+                                                         setup))
                 except (GuestGone, TimeoutError) as exc:
                     why = "did not answer in time" if isinstance(exc, TimeoutError) else "stopped"
                     raise BootFailed(f"the VM failed to boot: the guest agent {why}",

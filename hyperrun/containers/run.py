@@ -12,7 +12,7 @@ from typing import Any
 import libvirt
 
 from hyperrun import capabilities
-from hyperrun.containers import boot, network, reaper
+from hyperrun.containers import boot, mounts, network, reaper, volumes
 from hyperrun.containers import records as state
 from hyperrun.containers.process import FORWARDED_SIGNALS, Terminal, merge_env
 from hyperrun.errors import (
@@ -154,7 +154,8 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 log_max_size=run.log_max_size, log_max_files=run.log_max_files,
                 restart=run.restart,
                 **_capability_settings(run.capabilities),
-                **network.settings(run.network, network.allocate(run.network.ports)))
+                **network.settings(run.network, network.allocate(run.network.ports)),
+                mounts=tuple(map(mounts.record, volumes.prepare(store, run.mounts))))
             container = job.container = state.create(
                 store, cid, run.name, run.image, image.id, run.command, remove=run.remove,
                 settings=settings)
