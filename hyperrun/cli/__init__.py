@@ -30,6 +30,7 @@ VERBS = {
     "pull": "registry", "login": "registry", "logout": "registry",
     "info": "system", "version": "system",
     "bench": "bench",
+    "volume": "volume",
 }
 
 

@@ -203,7 +203,8 @@ def check_bind_sources(mounts: Iterable[Mount]) -> None:
             continue
         path = Path(m.source)
         try:
-            path.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if not path.exists():
+                path.mkdir(mode=0o755, parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the bind mount source {m.source[:200]}: "
                              f"{exc.strerror}", hint="give an existing directory") from None

@@ -139,6 +139,10 @@ def remove(store: Store, name: str) -> None:
         _remove_tree(v)
 
 
+def anonymous_of(c: records.Container) -> list[str]:
+    return [m.source for m in mounts_mod.of_records(c.settings.mounts) if m.anonymous]
+
+
 def remove_anonymous(store: Store, names: Iterable[str]) -> None:
     """`rm -v`: the anonymous volumes of a removed container, unless another uses them."""
     with store.lock("volumes"):
@@ -248,8 +252,9 @@ class ReadonlyViews:
 
     def __init__(self, store: Store, cid: str, mounts: Iterable[Mount]) -> None:
         self.store = store
+        shared = [m for m in mounts if m.type is not MountType.TMPFS]
         self.pairs = [(_source(store, m), share.source) for m, share in zip(
-            (m for m in mounts if m.type is not MountType.TMPFS), shares(store, cid, mounts))
+            shared, shares(store, cid, shared), strict=True)
             if share.readonly and share.driver == "virtiofs"]
 
     def __enter__(self) -> ReadonlyViews:
