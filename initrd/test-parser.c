@@ -763,6 +763,24 @@ static void test_container_requests(void)
 	}
 }
 
+/* Decodes CONTAINER from records joined by '|'; only the mounts (copied out of the
+ * message) may be looked at afterwards. */
+static bool decode_mount_case(const char *records, struct container_req *r, char *err, size_t errlen)
+{
+	struct payload p = { 0 };
+	struct msg m;
+	char recs[256];
+
+	snprintf(recs, sizeof recs, "rootfs=vda|%s", records);
+	for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
+		pl_add(&p, "%s", rec);
+	decode(&m, MSG_CONTAINER, &p);
+	bool ok = decode_container(&m, r, err, errlen);
+	msg_free(&m);
+	pl_free(&p);
+	return ok;
+}
+
 static void test_container_mounts(void)
 {
 	static const struct {
@@ -795,44 +813,29 @@ static void test_container_mounts(void)
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		struct payload p = { 0 };
 		struct container_req r;
-		struct msg m;
-		char err[512] = "", recs[256];
-
-		snprintf(recs, sizeof recs, "rootfs=vda|%s", cases[i].records);
-		for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
-			pl_add(&p, "%s", rec);
-		decode(&m, MSG_CONTAINER, &p);
-		bool ok = decode_container(&m, &r, err, sizeof err);
+		char err[512] = "";
+		bool ok = decode_mount_case(cases[i].records, &r, err, sizeof err);
 		if (cases[i].why)
 			CHECK(!ok && contains(err, cases[i].why), "%s: %s", cases[i].records, err);
 		else
 			CHECK(ok && r.nmounts == 1 && r.mounts[0].target[0] == '/', "%s: %s",
 			      cases[i].records, err);
-		msg_free(&m);
-		pl_free(&p);
 	}
 
 	/* What is mounted is rebuilt from parsed values; a target keeps its spaces. */
 	{
-		struct payload p = { 0 };
 		struct container_req r;
-		struct msg m;
 		char err[512] = "";
-		pl_add(&p, "rootfs=vda");
-		pl_add(&p, "mount=tmpfs - ro size=1024,mode=0755 /x y");
-		pl_add(&p, "mount=virtiofs hr1 copy - /vol");
-		decode(&m, MSG_CONTAINER, &p);
-		CHECK(decode_container(&m, &r, err, sizeof err) && r.nmounts == 2, "%s", err);
+		CHECK(decode_mount_case("mount=tmpfs - ro size=1024,mode=0755 /x y|"
+					"mount=virtiofs hr1 copy - /vol", &r, err, sizeof err) &&
+		      r.nmounts == 2, "%s", err);
 		CHECK(strcmp(r.mounts[0].data, "size=1024,mode=0755") == 0 && r.mounts[0].readonly &&
 		      strcmp(r.mounts[0].target, "/x y") == 0 && strcmp(r.mounts[0].source, "tmpfs") == 0,
 		      "%s", r.mounts[0].data);
 		CHECK(strcmp(r.mounts[1].fstype, "virtiofs") == 0 && r.mounts[1].copy &&
 		      !r.mounts[1].readonly && strcmp(r.mounts[1].source, "hr1") == 0 && !r.mounts[1].data[0],
 		      "%s", r.mounts[1].source);
-		msg_free(&m);
-		pl_free(&p);
 	}
 
 	/* Limits: the number of mounts and a target's length. */

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from hyperrun import log
@@ -85,31 +86,36 @@ def volume_doc(v: volumes.Volume) -> dict[str, Any]:
             "Mountpoint": str(v.data), "Name": v.name, "Options": None, "Scope": "local"}
 
 
-def inspect(args: argparse.Namespace, store: Store) -> int:
-    docs, failure = [], None
-    for name in args.names:
+def _each(names: list[str], act: Callable[[str], None]) -> None:
+    """act on every name; as docker, carry on after a failure, report each on one line
+    and leave the last one (and its status) to the top level."""
+    failures: list[HyperrunError] = []
+    for name in names:
         try:
-            docs.append(volume_doc(volumes.get(store, name)))
+            act(name)
         except HyperrunError as exc:
-            failure = exc
-    print(json.dumps(docs, indent=4))
-    if failure is not None:
-        raise failure
+            failures.append(exc)
+    for failure in failures[:-1]:
+        log.error(failure.message, failure.hint)
+    if failures:
+        raise failures[-1]
+
+
+def inspect(args: argparse.Namespace, store: Store) -> int:
+    docs: list[dict[str, Any]] = []
+    try:
+        _each(args.names, lambda name: docs.append(volume_doc(volumes.get(store, name))))
+    finally:
+        print(json.dumps(docs, indent=4))
     return 0
 
 
 def rm(args: argparse.Namespace, store: Store) -> int:
-    failure: HyperrunError | None = None
-    for name in args.names:
-        try:
-            volumes.remove(store, name)
-            print(log.escape(name))
-        except HyperrunError as exc:
-            if failure is not None:
-                log.error(failure.message, failure.hint)
-            failure = exc
-    if failure is not None:
-        raise failure
+    def remove(name: str) -> None:
+        volumes.remove(store, name)
+        print(log.escape(name))
+
+    _each(args.names, remove)
     return 0
 
 
