@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
@@ -249,3 +250,26 @@ def test_inspect_shows_mounts(tmp_path: Path) -> None:
          "Propagation": "rprivate"},
         {"Type": "volume", "Name": "v1", "Source": str(root / "volumes" / "v1" / "_data"),
          "Driver": "local", "Destination": "/v", "Mode": "z", "RW": True, "Propagation": ""}]
+
+
+def test_read_only_views_refuse_writes_and_are_swept(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    store.ensure()
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_text("original")
+    given = (Mount(BIND, "/r", str(source), readonly=True), Mount(BIND, "/w", str(source)))
+    views = volumes.ReadonlyViews(store, "c" * 64, given)
+    [(_, view)] = views.pairs
+    with views:
+        assert (view / "f").read_text() == "original"
+        with pytest.raises(OSError) as err:
+            (view / "f").write_text("changed")
+        assert err.value.errno == 30  # EROFS: the host refuses, whatever the guest does
+        # A view whose owner process is gone (a killed command) is detached by the next one.
+        stale = store.tmp / f"{volumes.VIEW_PREFIX}999999999-x-0"
+        stale.mkdir()
+        subprocess.run(["mount", "--bind", str(source), str(stale)], check=True)
+        volumes._sweep(store)
+        assert not stale.exists()
+    assert not view.exists() and (source / "f").read_text() == "original"
