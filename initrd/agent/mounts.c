@@ -152,6 +152,12 @@ static int put(int fd, const char *p, size_t len)
 	return 0;
 }
 
+static int keep_times(int fd, const struct stat *st)
+{
+	const struct timespec times[2] = { st->st_atim, st->st_mtim };
+	return futimens(fd, times);
+}
+
 static int copy_file(int from, int to, const char *name, const struct stat *st)
 {
 	char buf[64 << 10];
@@ -165,7 +171,7 @@ static int copy_file(int from, int to, const char *name, const struct stat *st)
 		if (n < 0 || put(out, buf, (size_t)n) < 0)
 			rc = -1;
 	if (rc == 0 && (fchown(out, st->st_uid, st->st_gid) < 0 ||
-			fchmod(out, st->st_mode & 07777) < 0))
+			fchmod(out, st->st_mode & 07777) < 0 || keep_times(out, st) < 0))
 		rc = -1;
 	if (in >= 0)
 		close(in);
@@ -202,7 +208,7 @@ static int copy_tree(int from, int to, int depth)
 			    (a = openat(from, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
 			    (b = openat(to, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
 			    copy_tree(a, b, depth + 1) < 0 || fchown(b, st.st_uid, st.st_gid) < 0 ||
-			    fchmod(b, st.st_mode & 07777) < 0)
+			    fchmod(b, st.st_mode & 07777) < 0 || keep_times(b, &st) < 0)
 				rc = -1;
 			if (a >= 0)
 				close(a);
