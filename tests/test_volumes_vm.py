@@ -103,8 +103,11 @@ def test_a_named_volume_starts_with_the_image_content_and_outlives_containers(
         vm, vols: Vols) -> None:
     assert sh(vm, vols, "cat /srv/data/hello.txt") == "hello from the image\n"
     sh(vm, vols, "echo kept > /srv/data/note.txt")
-    out = _ok(vm.run("-v", "appdata:/v", "busybox", "cat", "/v/note.txt", "/v/hello.txt"))
+    before = _ok(vm.hyperrun("volume", "ls", "-q"))
+    out = _ok(vm.run("-v", "appdata:/v", "-v", "/gone", "busybox", "cat", "/v/note.txt",
+                     "/v/hello.txt"))
     assert out == "kept\nhello from the image\n"
+    assert _ok(vm.hyperrun("volume", "ls", "-q")) == before  # --rm took /gone's volume
     used = vm.hyperrun("volume", "rm", "appdata")
     assert used.returncode != 0 and b"volume is in use" in used.stderr
     listed = json.loads(_ok(vm.hyperrun("inspect", "vols")))[0]["Mounts"]

@@ -167,6 +167,8 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 print(container.id, flush=True)  # as `docker run -d` does
             elif not run.remove:
                 state.record_exit(store, container, status)
+            else:  # docker's --rm takes the container's anonymous volumes with it
+                volumes.remove_anonymous(store, volumes.anonymous_of(container), container.id)
             return status
     finally:
         conn.close()

@@ -115,10 +115,12 @@ def create(store: Store, name: str | None = None, anonymous: bool = False) -> Vo
     return _load(store, name)
 
 
-def users(store: Store) -> dict[str, list[str]]:
+def users(store: Store, ignore: str = "") -> dict[str, list[str]]:
     """Volume name -> the containers (ids) whose records mount it, running or not."""
     out: dict[str, list[str]] = {}
     for c in records.all_containers(store):
+        if c.id == ignore:
+            continue
         for m in mounts_mod.of_records(c.settings.mounts):
             if m.type is MountType.VOLUME:
                 out.setdefault(m.source, []).append(c.id[:12])
@@ -143,10 +145,11 @@ def anonymous_of(c: records.Container) -> list[str]:
     return [m.source for m in mounts_mod.of_records(c.settings.mounts) if m.anonymous]
 
 
-def remove_anonymous(store: Store, names: Iterable[str]) -> None:
-    """`rm -v`: the anonymous volumes of a removed container, unless another uses them."""
+def remove_anonymous(store: Store, names: Iterable[str], removed: str = "") -> None:
+    """`rm -v`, `run --rm`: the anonymous volumes of a container that is removed (or being
+    removed: its record is then ignored), unless another container uses them."""
     with store.lock("volumes"):
-        in_use = users(store)
+        in_use = users(store, ignore=removed)
         for name in names:
             with contextlib.suppress(VolumeNotFound):
                 v = get(store, name)
