@@ -258,10 +258,12 @@ def test_read_only_views_refuse_writes_and_are_swept(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()
     (source / "f").write_text("original")
-    given = (Mount(BIND, "/r", str(source), readonly=True), Mount(BIND, "/w", str(source)))
-    views = volumes.ReadonlyViews(store, "c" * 64, given)
+    removed = tmp_path / "removed-since-run"
+    given = (Mount(BIND, "/r", str(source), readonly=True), Mount(BIND, "/w", str(removed)))
+    views = volumes.HostShares(store, "c" * 64, given)
     [(_, view)] = views.pairs
     with views:
+        assert removed.is_dir()  # a bind source is created again at every start, as docker's
         assert (view / "f").read_text() == "original"
         with pytest.raises(OSError) as err:
             (view / "f").write_text("changed")

@@ -116,9 +116,9 @@ def booted(conn: libvirt.virConnect, store: Store, c: Container,
     started = time.monotonic()
     mounted = mounts.of_records(c.settings.mounts)
     setup = network.guest_fields(c.settings) + volumes.guest_fields(store, mounted)
-    views = volumes.ReadonlyViews(store, c.id, mounted)
-    with views, hypervisor.transient_domain(conn, xml, autodestroy=not detach) as dom:
-        views.release()  # the file servers hold their own copies now
+    host_shares = volumes.HostShares(store, c.id, mounted)
+    with host_shares, hypervisor.transient_domain(conn, xml, autodestroy=not detach) as dom:
+        host_shares.release()  # the file servers hold their own copies now
         timeline("created", dom)
         try:
             pid = monitor.spawn(monitor.MonitorSpec(

@@ -209,7 +209,7 @@ def shares(store: Store, cid: str, mounts: Iterable[Mount]) -> tuple[Share, ...]
     """The VM's shares for the container's mounts, in mount order (tags hr0, hr1, ...).
 
     virtiofsd has no read-only mode, so a read-only share is exported from a read-only
-    bind mount (readonly_views); QEMU's 9p server has one of its own.
+    bind mount (HostShares); QEMU's 9p server has one of its own.
     """
     kind = driver()
     out = []
@@ -247,24 +247,31 @@ def _empty(path: Path) -> bool:
         return False
 
 
-class ReadonlyViews:
-    """Read-only bind mounts of the read-only shares' sources, for as long as libvirt
-    starts the VM: virtiofsd copies them into its own mount namespace at start, so they
-    are detached from the host's right after (`release`), and a killed command's are
-    swept by the next one's."""
+class HostShares:
+    """The host's side of a boot's shares, for as long as libvirt starts the VM.
+
+    Bind sources are checked again (a missing one is created, as docker does at every
+    start). Read-only shares get read-only bind mounts of their sources ("views"):
+    virtiofsd copies them into its own mount namespace at start, so they are detached
+    from the host's right after (`release`), and a killed command's are swept by the
+    next one's.
+    """
 
     def __init__(self, store: Store, cid: str, mounts: Iterable[Mount]) -> None:
         self.store = store
         shared = [m for m in mounts if m.type is not MountType.TMPFS]
+        self.binds = [m for m in shared if m.type is MountType.BIND]
         self.pairs = [(_source(store, m), share.source) for m, share in zip(
             shared, shares(store, cid, shared), strict=True)
             if share.readonly and share.driver == "virtiofs"]
 
-    def __enter__(self) -> ReadonlyViews:
+    def __enter__(self) -> HostShares:
+        mounts_mod.check_bind_sources(self.binds)
         if self.pairs:
             _sweep(self.store)
         try:
             for source, view in self.pairs:
+                _detach(view)  # one an earlier boot in this process could not remove
                 view.mkdir(mode=0o700)
                 # Not --rbind: a read-only remount covers only the top mount.
                 subproc.run(["mount", "--bind", "--", str(source), str(view)])
