@@ -38,7 +38,7 @@ def _target(text: str, what: str, spec: str) -> str:
     if not text.startswith("/"):
         raise UsageError(f"invalid {what} {spec[:200]!r}: the target {text[:200]!r} is not "
                          "an absolute path", hint=hint)
-    if "\0" in text or len(text) > PATH_MAX or any(ord(ch) < 32 for ch in text):
+    if "\0" in text or len(text.encode()) > PATH_MAX or any(ord(ch) < 32 for ch in text):
         raise _bad(what, spec, hint + " (no control characters, at most 4095 bytes)")
     clean = posixpath.normpath(text)
     if clean.startswith("//"):
@@ -50,7 +50,7 @@ def _target(text: str, what: str, spec: str) -> str:
 
 
 def _host_dir(text: str, what: str, spec: str) -> str:
-    if "\0" in text or len(text) > PATH_MAX:
+    if "\0" in text or len(text.encode()) > PATH_MAX:
         raise _bad(what, spec, "give an absolute host path of at most 4095 bytes")
     return posixpath.normpath(text).replace("//", "/", 1)
 
