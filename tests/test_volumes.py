@@ -250,6 +250,8 @@ def test_inspect_shows_mounts(tmp_path: Path) -> None:
          "Propagation": "rprivate"},
         {"Type": "volume", "Name": "v1", "Source": str(root / "volumes" / "v1" / "_data"),
          "Driver": "local", "Destination": "/v", "Mode": "z", "RW": True, "Propagation": ""}]
+    assert doc["HostConfig"]["Binds"] == ["/srv:/d:ro", "v1:/v"]
+    assert doc["HostConfig"]["Tmpfs"] == {"/t": "mode=1777"}
 
 
 def test_read_only_views_refuse_writes_and_are_swept(tmp_path: Path) -> None:

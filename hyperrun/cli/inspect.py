@@ -89,6 +89,7 @@ def container_doc(s: status.Status, store: Store) -> dict[str, Any]:
             "PortBindings": network.docker_ports(network.ports_of(cfg.ports)),
             "Dns": list(cfg.dns), "DnsSearch": list(cfg.dns_search),
             "ExtraHosts": list(cfg.extra_hosts) or None,
+            **mounts.docker_host_config(mounts.of_records(cfg.mounts)),
         },
         "NetworkSettings": _network_settings(s),
         "Mounts": mounts.docker_mounts(mounts.of_records(cfg.mounts), volumes.root(store)),

@@ -250,3 +250,13 @@ def docker_mounts(mounts: Iterable[Mount], volume_dir: Path) -> list[dict[str, A
                   "RW": not m.readonly, "Propagation": "" if volume else "rprivate"}
         out.append(entry)
     return out
+
+
+def docker_host_config(mounts: Iterable[Mount]) -> dict[str, Any]:
+    """`inspect`'s HostConfig.Binds and HostConfig.Tmpfs, in docker's forms."""
+    binds = [f"{m.source}:{m.target}" + (":ro" if m.readonly else "") for m in mounts
+             if m.type is not MountType.TMPFS and not m.anonymous]
+    tmpfs = {m.target: ",".join(([f"size={m.tmpfs_size}"] if m.tmpfs_size else [])
+                                + [f"mode={m.tmpfs_mode:o}"] + (["ro"] if m.readonly else []))
+             for m in mounts if m.type is MountType.TMPFS}
+    return {"Binds": binds or None, "Tmpfs": tmpfs or None}
