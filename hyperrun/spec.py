@@ -61,6 +61,38 @@ class NetworkSpec:
     publish_all: bool = False  # -P: every port the image exposes, on a free 127.0.0.1 port
 
 
+class MountType(enum.StrEnum):
+    """What a -v, --mount or --tmpfs puts at its target (docker's mount types)."""
+
+    BIND = "bind"  # a host directory
+    VOLUME = "volume"  # a named (or anonymous) volume in the store
+    TMPFS = "tmpfs"  # a guest tmpfs, gone with the VM
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mount of the container, as the command line asked for it (validated)."""
+
+    type: MountType
+    target: str  # absolute path inside the container, normalised
+    source: str = ""  # BIND: absolute host path; VOLUME: name ("" until one is generated)
+    readonly: bool = False
+    anonymous: bool = False  # VOLUME without a name: `rm -v` removes it with the container
+    tmpfs_size: int = 0  # TMPFS: bytes (0: the guest kernel's default, half its RAM)
+    tmpfs_mode: int = 0o1777  # TMPFS: permission bits of its root
+    nocopy: bool = False  # VOLUME: do not fill an empty volume with the image's content
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory the VM's file server exports under a tag (domain_xml renders it)."""
+
+    tag: str
+    source: Path
+    driver: str = "virtiofs"  # or "9p" (kept for benchmarks, docs/benchmarks.md)
+    readonly: bool = False
+
+
 @dataclass(frozen=True)
 class WinSize:
     """A terminal's size in character cells."""
@@ -114,6 +146,7 @@ class RunSpec:
     # --privileged, --cap-add and --cap-drop resolved by docker's rules; None: all of them.
     capabilities: frozenset[str] | None = capabilities.DEFAULT
     network: NetworkSpec = NetworkSpec()
+    mounts: tuple[Mount, ...] = ()  # -v, --mount, --tmpfs
 
 
 @dataclass(frozen=True)
@@ -159,3 +192,4 @@ class VmSpec:
     memfd_ram: bool = False
     network: NetworkMode = NetworkMode.NONE  # USER: a virtio NIC on QEMU's user network
     ports: tuple[PortMapping, ...] = ()  # host ports forwarded to the guest (USER only)
+    shares: tuple[Share, ...] = ()  # host directories for volumes (virtio-fs needs shared RAM)

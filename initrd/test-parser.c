@@ -763,6 +763,113 @@ static void test_container_requests(void)
 	}
 }
 
+/* Decodes CONTAINER from records joined by '|'; only the mounts (copied out of the
+ * message) may be looked at afterwards. */
+static bool decode_mount_case(const char *records, struct container_req *r, char *err, size_t errlen)
+{
+	struct payload p = { 0 };
+	struct msg m;
+	char recs[256];
+
+	snprintf(recs, sizeof recs, "rootfs=vda|%s", records);
+	for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
+		pl_add(&p, "%s", rec);
+	decode(&m, MSG_CONTAINER, &p);
+	bool ok = decode_container(&m, r, err, errlen);
+	msg_free(&m);
+	pl_free(&p);
+	return ok;
+}
+
+static void test_container_mounts(void)
+{
+	static const struct {
+		const char *records;
+		const char *why; /* NULL: accepted */
+	} cases[] = {
+		{ "mount=virtiofs hr0 rw - /data", NULL },
+		{ "mount=virtiofs hr15 ro - /a b/c d", NULL },
+		{ "mount=9p hr1 copy - /var/lib/x", NULL },
+		{ "mount=tmpfs - rw mode=1777 /tmp", NULL },
+		{ "mount=tmpfs - ro size=65536,mode=0700 /run/x", NULL },
+		{ "mount=ext4 hr0 rw - /data", "virtiofs, 9p or tmpfs" },
+		{ "mount=virtiofs vda rw - /data", "tag hrN" },
+		{ "mount=virtiofs hr123 rw - /data", "tag hrN" },
+		{ "mount=virtiofs hr rw - /data", "tag hrN" },
+		{ "mount=virtiofs hr0 rw size=1 /data", "tag hrN" },
+		{ "mount=virtiofs hr0 rwx - /data", "ro, rw or copy" },
+		{ "mount=tmpfs - copy mode=1777 /data", "ro, rw or copy" },
+		{ "mount=virtiofs hr0 rw - data", "absolute path" },
+		{ "mount=virtiofs hr0 rw - /", "absolute path" },
+		{ "mount=virtiofs hr0 rw -", "want KIND" },
+		{ "mount=virtiofs hr0", "want KIND" },
+		{ "mount=tmpfs - rw size=1,nr_inodes=5,mode=1777 /t", "mode=OCTAL" },
+		{ "mount=tmpfs - rw mode=1777,uid=0 /t", "mode=OCTAL" },
+		{ "mount=tmpfs - rw mode=9 /t", "mode=OCTAL" },
+		{ "mount=tmpfs - rw size=-1,mode=1777 /t", "mode=OCTAL" },
+		{ "mount=tmpfs - rw size=99999999999999999,mode=1777 /t", "mode=OCTAL" },
+		{ "mount=tmpfs - rw size=0,mode=1777 /t", "mode=OCTAL" },
+		{ "mount=tmpfs hr0 rw mode=1777 /t", "mode=OCTAL" },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct container_req r;
+		char err[512] = "";
+		bool ok = decode_mount_case(cases[i].records, &r, err, sizeof err);
+		if (cases[i].why)
+			CHECK(!ok && contains(err, cases[i].why), "%s: %s", cases[i].records, err);
+		else
+			CHECK(ok && r.nmounts == 1 && r.mounts[0].target[0] == '/', "%s: %s",
+			      cases[i].records, err);
+	}
+
+	/* What is mounted is rebuilt from parsed values; a target keeps its spaces. */
+	{
+		struct container_req r;
+		char err[512] = "";
+		CHECK(decode_mount_case("mount=tmpfs - ro size=1024,mode=0755 /x y|"
+					"mount=virtiofs hr1 copy - /vol", &r, err, sizeof err) &&
+		      r.nmounts == 2, "%s", err);
+		CHECK(strcmp(r.mounts[0].data, "size=1024,mode=0755") == 0 && r.mounts[0].readonly &&
+		      strcmp(r.mounts[0].target, "/x y") == 0 && strcmp(r.mounts[0].source, "tmpfs") == 0,
+		      "%s", r.mounts[0].data);
+		CHECK(strcmp(r.mounts[1].fstype, "virtiofs") == 0 && r.mounts[1].copy &&
+		      !r.mounts[1].readonly && strcmp(r.mounts[1].source, "hr1") == 0 && !r.mounts[1].data[0],
+		      "%s", r.mounts[1].source);
+	}
+
+	/* Limits: the number of mounts and a target's length. */
+	{
+		struct payload p = { 0 };
+		struct container_req r;
+		struct msg m;
+		char err[512] = "";
+		pl_add(&p, "rootfs=vda");
+		for (int i = 0; i <= MAX_MOUNTS; i++)
+			pl_add(&p, "mount=tmpfs - rw mode=1777 /t%d", i);
+		decode(&m, MSG_CONTAINER, &p);
+		CHECK(!decode_container(&m, &r, err, sizeof err) && contains(err, "at most"), "%s", err);
+		msg_free(&m);
+		pl_free(&p);
+	}
+	{
+		static char big[MAX_MOUNT_TARGET + 8];
+		struct payload p = { 0 };
+		struct container_req r;
+		struct msg m;
+		char err[512] = "";
+		memset(big, 'a', sizeof big - 1);
+		big[0] = '/';
+		pl_add(&p, "rootfs=vda");
+		pl_add(&p, "mount=virtiofs hr0 rw - %s", big);
+		decode(&m, MSG_CONTAINER, &p);
+		CHECK(!decode_container(&m, &r, err, sizeof err) && contains(err, "malformed mount"),
+		      "%s", err);
+		msg_free(&m);
+		pl_free(&p);
+	}
+}
+
 static void test_container_network(void)
 {
 	static const struct {
@@ -1321,6 +1428,7 @@ static const struct {
 	T(exec_limits),
 	T(container_requests),
 	T(container_network),
+	T(container_mounts),
 	T(winsize_signal_requests),
 	T(dispatch_replies),
 	T(log_is_bounded_and_clean),

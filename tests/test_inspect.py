@@ -50,7 +50,8 @@ def test_container_in_dockers_shape(root: Path) -> None:
                                  "CapDrop": None,
                                  "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
                                  "NetworkMode": "none", "PortBindings": {}, "Dns": [],
-                                 "DnsSearch": [], "ExtraHosts": None}
+                                 "DnsSearch": [], "ExtraHosts": None,
+                                 "Binds": None, "Tmpfs": None}
     assert doc["NetworkSettings"] == {"Ports": {}, "IPAddress": "", "Gateway": ""}
     hr = doc["Hyperrun"]
     assert hr["URI"] == "qemu:///system" and hr["Accelerator"] == "tcg"

@@ -30,7 +30,7 @@ VERBS = {
     "pull": "registry", "login": "registry", "logout": "registry",
     "info": "system", "version": "system",
     "bench": "bench", "compare": "compare",
-    "pool": "pool",
+    "pool": "pool", "volume": "volume",
 }
 
 

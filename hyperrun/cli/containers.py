@@ -16,7 +16,7 @@ from hyperrun import log
 from hyperrun import reference as references
 from hyperrun.cli.format import print_rows
 from hyperrun.cli.table import format_table, humanize_duration
-from hyperrun.containers import lifecycle, network, status
+from hyperrun.containers import lifecycle, network, status, volumes
 from hyperrun.containers import records as state_mod
 from hyperrun.containers.lifecycle import State
 from hyperrun.errors import EXIT_FAILURE, HyperrunError, ImageNotFound, UsageError
@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = subparsers.add_parser("rm", help="remove one or more containers")
     p.add_argument("-f", "--force", action="store_true", help="stop a running container first")
+    p.add_argument("-v", "--volumes", action="store_true",
+                   help="remove the container's anonymous volumes too")
     p.add_argument("--connect", help="libvirt URI")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=rm)
@@ -194,7 +196,10 @@ def _short(text: str, width: int = 20) -> str:
 
 def rm(args: argparse.Namespace, store: Store) -> int:
     def act(conn: libvirt.virConnect, ref: str) -> str:
-        lifecycle.remove(conn, store, state_mod.find(store, ref), args.force)
+        c = state_mod.find(store, ref)
+        lifecycle.remove(conn, store, c, args.force)
+        if args.volumes:
+            volumes.remove_anonymous(store, volumes.anonymous_of(c))
         return ref
     return each_container(args, act)
 

@@ -13,7 +13,7 @@ import libvirt
 from hyperrun import log
 from hyperrun import reference as references
 from hyperrun.cli.format import Template
-from hyperrun.containers import network, records, restart, status
+from hyperrun.containers import mounts, network, records, restart, status, volumes
 from hyperrun.errors import (
     ContainerNotFound,
     HyperrunError,
@@ -89,8 +89,10 @@ def container_doc(s: status.Status, store: Store) -> dict[str, Any]:
             "PortBindings": network.docker_ports(network.ports_of(cfg.ports)),
             "Dns": list(cfg.dns), "DnsSearch": list(cfg.dns_search),
             "ExtraHosts": list(cfg.extra_hosts) or None,
+            **mounts.docker_host_config(mounts.of_records(cfg.mounts)),
         },
         "NetworkSettings": _network_settings(s),
+        "Mounts": mounts.docker_mounts(mounts.of_records(cfg.mounts), volumes.root(store)),
         "Hyperrun": {
             "URI": cfg.uri, "Domain": c.domain, "DomainUUID": c.domain_uuid,
             "Accelerator": cfg.accel, "Kernel": cfg.kernel, "Initrd": cfg.initrd,

@@ -62,7 +62,7 @@ def setup_image_prune(p: argparse.ArgumentParser) -> None:
 
 
 def image_prune(args: argparse.Namespace, store: Store) -> int:
-    _confirm(f"WARNING! This will remove {_UNUSED if args.all else _DANGLING}.", args.force,
+    confirm(f"WARNING! This will remove {_UNUSED if args.all else _DANGLING}.", args.force,
              "image prune")
     pruned = prune_images(ImageStore(store), dangling_only=not args.all,
                           users=lambda image_id: records.users_of_image(store, image_id))
@@ -73,7 +73,7 @@ def image_prune(args: argparse.Namespace, store: Store) -> int:
 
 
 def system_prune(args: argparse.Namespace, store: Store) -> int:
-    _confirm("WARNING! This will remove:\n  - all stopped containers\n"
+    confirm("WARNING! This will remove:\n  - all stopped containers\n"
              f"  - {_UNUSED if args.all else _DANGLING}\n"
              "  - blobs, base disks and temporaries that no image names\n",
              args.force, "system prune")
@@ -136,7 +136,7 @@ def system_df(args: argparse.Namespace, store: Store) -> int:
 # ---- helpers -------------------------------------------------------------------------------
 
 
-def _confirm(warning: str, force: bool, what: str) -> None:
+def confirm(warning: str, force: bool, what: str) -> None:
     """docker's prompt; without a terminal to ask on, only -f may go ahead."""
     if force:
         return

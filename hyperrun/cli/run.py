@@ -11,7 +11,7 @@ from pathlib import Path
 from hyperrun import capabilities, config
 from hyperrun.cli.envfile import env_entries
 from hyperrun.cli.terminal import UserTerminal
-from hyperrun.containers import network, restart
+from hyperrun.containers import mounts, network, restart
 from hyperrun.containers import run as container
 from hyperrun.containers.records import validate_name
 from hyperrun.errors import UsageError
@@ -60,6 +60,16 @@ def register(verbs: argparse._SubParsersAction) -> None:
                    help="a search domain for /etc/resolv.conf")
     p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
                    help="an /etc/hosts entry; IP host-gateway is the address of this host")
+    p.add_argument("-v", "--volume", action="append", default=[],
+                   metavar="[HOST_DIR|NAME:]CONTAINER_DIR[:ro]",
+                   help="share a host directory (absolute path, created if missing) or a "
+                        "named volume (created on first use); CONTAINER_DIR alone: an "
+                        "anonymous volume")
+    p.add_argument("--mount", action="append", default=[],
+                   metavar="type=bind|volume|tmpfs,source=SRC,target=DST[,readonly]",
+                   help="a mount in docker's --mount syntax")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:size=SIZE,mode=OCTAL]",
+                   help="an empty tmpfs at PATH, gone with the container's VM")
     p.add_argument("--privileged", action="store_true",
                    help="give the container every capability")
     p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
@@ -135,6 +145,7 @@ def to_spec(args: argparse.Namespace) -> RunSpec:
                                           add=tuple(args.cap_add), drop=tuple(args.cap_drop)),
         network=network.network_spec(args.network, args.publish, args.dns, args.dns_search,
                                      args.add_host, args.publish_all),
+        mounts=mounts.parse_all(args.volume, args.mount, args.tmpfs),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import libvirt
 
-from hyperrun.containers import network, records, restart
+from hyperrun.containers import mounts, network, records, restart, volumes
 from hyperrun.containers.records import Container
 from hyperrun.errors import BootFailed, GuestGone
 from hyperrun.log import log
@@ -88,6 +88,7 @@ def vm_spec(store: Store, c: Container, files: records.Paths | None = None) -> V
         free_page_reporting=True,
         memfd_ram=True,
         network=NetworkMode(s.network or NetworkMode.NONE), ports=network.ports_of(s.ports),
+        shares=volumes.shares(store, c.id, mounts.of_records(s.mounts)),
     )
 
 
@@ -147,7 +148,9 @@ def running_vm(conn: libvirt.virConnect, store: Store, c: Container, files: reco
     network.check_free(vm.ports)
     xml = domain_xml(vm)
     log.debug("domain XML:\n%s", xml)
-    with hypervisor.transient_domain(conn, xml, autodestroy=not detach) as dom:
+    host_shares = volumes.HostShares(store, c.id, mounts.of_records(c.settings.mounts))
+    with host_shares, hypervisor.transient_domain(conn, xml, autodestroy=not detach) as dom:
+        host_shares.release()  # the file servers hold their own copies now
         timeline("created", dom)
         try:
             pid = monitor.spawn(monitor.MonitorSpec(
@@ -188,6 +191,8 @@ def _handshake(store: Store, c: Container, dom: libvirt.virDomain,
                timeline: Timeline) -> Iterator[GuestSession]:
     """A session through c's monitor, after CONTAINER has set the guest up."""
     console_log = records.paths(store, c.id).console_log
+    setup = (network.guest_fields(c.settings)
+             + volumes.guest_fields(store, mounts.of_records(c.settings.mounts)))
 
     def alive() -> bool:
         return hypervisor.is_active(dom)
@@ -198,8 +203,7 @@ def _handshake(store: Store, c: Container, dom: libvirt.virDomain,
             try:
                 timeline("container_sent", None)
                 timeline("ok", guest.setup_container(c.settings.hostname,
-                                                     boot_timeout(), alive,
-                                                     network.guest_fields(c.settings)))
+                                                     boot_timeout(), alive, setup))
             except (GuestGone, TimeoutError) as exc:
                 why = "did not answer in time" if isinstance(exc, TimeoutError) else "stopped"
                 raise BootFailed(f"the VM failed to boot: the guest agent {why}",

@@ -66,6 +66,7 @@ class Settings:
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     extra_hosts: tuple[str, ...] = ()  # --add-host, as docker's ExtraHosts: NAME:IP
+    mounts: tuple[str, ...] = ()  # -v, --mount, --tmpfs as mounts.record writes them
 
     @property
     def args(self) -> tuple[str, ...]:

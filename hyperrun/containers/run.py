@@ -12,7 +12,7 @@ from typing import Any
 import libvirt
 
 from hyperrun import capabilities
-from hyperrun.containers import boot, network, pool, reaper
+from hyperrun.containers import boot, mounts, network, pool, reaper, volumes
 from hyperrun.containers import records as state
 from hyperrun.containers.process import FORWARDED_SIGNALS, Terminal, merge_env
 from hyperrun.errors import (
@@ -162,7 +162,8 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 restart=run.restart,
                 **_capability_settings(run.capabilities),
                 **network.settings(run.network, network.allocate(
-                    network.published(run.network, image.config.exposed_ports))))
+                    network.published(run.network, image.config.exposed_ports))),
+                mounts=tuple(map(mounts.record, volumes.prepare(store, run.mounts))))
             container = job.container = state.create(
                 store, cid, run.name, run.image, image.id, run.command, remove=run.remove,
                 settings=settings, adopt=warm.dir if warm else None,
@@ -178,6 +179,8 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
                 print(container.id, flush=True)  # as `docker run -d` does
             elif not run.remove:
                 state.record_exit(store, container, status)
+            else:  # docker's --rm takes the container's anonymous volumes with it
+                volumes.remove_anonymous(store, volumes.anonymous_of(container), container.id)
             return status
     finally:
         conn.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from hyperrun.spec import Accel, DomainOwner, NetworkMode, VmSpec
+from hyperrun.spec import Accel, DomainOwner, NetworkMode, Share, VmSpec
 from hyperrun.vm.protocol import CTL_PORT, IO_PORT
 
 # hyperrun's element in a domain's <metadata>: which store and container the domain is for.
@@ -13,6 +13,7 @@ METADATA_PREFIX = "hyperrun"
 # libvirt's namespace for extra QEMU arguments: how published ports reach QEMU (below).
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 NETDEV_ID = "hrnet0"
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -37,9 +38,12 @@ def domain_xml(vm: VmSpec) -> str:
     _sub(owner, f"{METADATA_PREFIX}:store", vm.owner.store_id)
     _sub(owner, f"{METADATA_PREFIX}:id", vm.owner.container_id)
     _sub(dom, "memory", str(vm.memory_mib), unit="MiB")
-    if vm.memfd_ram:
+    virtiofs = any(share.driver == "virtiofs" for share in vm.shares)
+    if vm.memfd_ram or virtiofs:
         backing = _sub(dom, "memoryBacking")
         _sub(backing, "source", type="memfd")
+        if virtiofs:  # virtiofsd (vhost-user) maps guest RAM: it must be shared memory
+            _sub(backing, "access", mode="shared")
     _sub(dom, "vcpu", str(vm.vcpus))
 
     os_el = _sub(dom, "os")
@@ -100,6 +104,8 @@ def domain_xml(vm: VmSpec) -> str:
     else:
         _sub(devices, "memballoon", model="none")
     _network(dom, devices, vm)
+    for share in vm.shares:
+        _share(devices, share)
 
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode") + "\n"
@@ -130,6 +136,22 @@ def _network(dom: ET.Element, devices: ET.Element, vm: VmSpec) -> None:
     nic = f"virtio-net-pci,netdev={NETDEV_ID},bus=pci.0,addr=0x1f,romfile="
     for value in ("-netdev", netdev, "-device", nic):
         _sub(args, "qemu:arg", value=value)
+
+
+def _share(devices: ET.Element, share: Share) -> None:
+    """One host directory for the guest: virtiofsd (run by libvirt as root, passthrough
+    ownership) or QEMU's own 9p server (as the QEMU user, owners kept in xattrs)."""
+    if share.driver == "virtiofs":
+        fs = _sub(devices, "filesystem", type="mount", accessmode="passthrough")
+        _sub(fs, "driver", type="virtiofs", queue="1024")
+        _sub(fs, "binary", path=VIRTIOFSD)
+    else:
+        fs = _sub(devices, "filesystem", type="mount", accessmode="mapped")
+        _sub(fs, "driver", type="path", wrpolicy="immediate")
+    _sub(fs, "source", dir=str(share.source))
+    _sub(fs, "target", dir=share.tag)
+    if share.readonly and share.driver != "virtiofs":
+        _sub(fs, "readonly")  # QEMU's 9p server refuses writes (virtiofs: a read-only view)
 
 
 def parse_owner(metadata: str) -> DomainOwner | None:

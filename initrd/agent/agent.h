@@ -20,6 +20,7 @@
  *   caps.c       the `caps` of EXEC; bounding, permitted and effective sets
  *   container.c  CONTAINER: mounting and preparing the container root
  *   net.c        CONTAINER: the network interfaces and the resolver's files
+ *   mounts.c     CONTAINER: volumes, bind mounts and tmpfs in the container root
  *   proc.c       the process table, stdio pumping, EXEC, WINSIZE, SIGNAL
  *   main.c       start-up, control dispatch, the poll loop, power-off
  *
@@ -73,6 +74,10 @@ enum stream_kind { KIND_STDIN = 0, KIND_STDOUT = 1, KIND_STDERR = 2 };
 #define MAX_FSTYPE 64
 #define MAX_NET_FILE (64u << 10) /* `hosts` and `resolv` of CONTAINER */
 #define NET_DEVICE "eth0"
+#define MAX_MOUNTS 16       /* `mount` records of CONTAINER */
+#define MAX_MOUNT_TARGET 4096 /* a mount's target, with its NUL */
+#define MAX_TMPFS_SIZE (1ull << 40)
+#define MAX_COPY_DEPTH 64   /* directories deep, when an image's content fills a volume */
 #define MAX_CAP 63        /* capability numbers in `caps` are 0 to MAX_CAP */
 #define MAX_HOME 4096     /* a home directory in /etc/passwd, with its NUL */
 #define UNTRUSTED_FILE_MAX (4u << 20) /* /etc/passwd, /etc/group */
@@ -214,7 +219,19 @@ struct exec_req {
 bool decode_exec(const struct msg *m, struct exec_req *r, char *err, size_t errlen);
 void exec_req_free(struct exec_req *r);
 
+/* One `mount` record: text holds the record split in place (docs/protocol.md). */
+struct mount_req {
+	char text[MAX_MOUNT_TARGET + 32];
+	const char *fstype;  /* virtiofs, 9p or tmpfs */
+	const char *source;  /* the share's tag, or "tmpfs" */
+	const char *target;  /* absolute, inside the container root */
+	char data[96];       /* mount options we built (never the host's text) */
+	bool readonly, copy; /* copy: fill an empty volume with the image's content */
+};
+
 struct container_req {
+	size_t nmounts;
+	struct mount_req mounts[MAX_MOUNTS];
 	const char *rootfs, *fstype, *hostname;
 	bool net_user;      /* net=user: eth0 configured; otherwise only lo */
 	uint32_t ip, gw;    /* eth0's address and default gateway (host order; gw 0: none) */
@@ -224,6 +241,10 @@ struct container_req {
 };
 
 bool decode_container(const struct msg *m, struct container_req *r, char *err, size_t errlen);
+/* The `mount` records (mounts.c); decode_container calls it. */
+bool decode_mounts(const struct msg *m, struct container_req *r, char *err, size_t errlen);
+/* In the container root, after the network: mounts every share and tmpfs. */
+int setup_mounts(const struct container_req *r, char *err, size_t errlen);
 /* Dotted-quad IPv4 (no leading zeros, no spaces), host order; with a /prefix for cidr. */
 bool parse_ipv4(const char *text, uint32_t *out);
 bool parse_ipv4_cidr(const char *text, uint32_t *ip, unsigned *prefix);

@@ -123,6 +123,10 @@ static bool setup_container(const struct msg *m)
 		reply_error(0, STATUS_AGENT, "configure the network: %s", err);
 		return false;
 	}
+	if (setup_mounts(&r, err, sizeof err) < 0) {
+		reply_error(0, STATUS_AGENT, "mount the volumes: %s", err);
+		return false;
+	}
 	return true;
 }
 

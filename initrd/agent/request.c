@@ -208,7 +208,10 @@ bool decode_container(const struct msg *m, struct container_req *r, char *err, s
 	static const char *const scalars[] = { "rootfs", "fstype", "hostname", "net", "ip",
 					       "gw",     "mtu",    "hosts",    "resolv", NULL };
 
-	*r = (struct container_req){ .fstype = "ext4", .hostname = "", .mtu = 1500 };
+	memset(r, 0, sizeof *r);
+	r->fstype = "ext4";
+	r->hostname = "";
+	r->mtu = 1500;
 	if (m->error[0])
 		return fail(err, errlen, "malformed CONTAINER: %s", m->error);
 	if (!once(m, scalars, "CONTAINER", err, errlen))
@@ -228,7 +231,7 @@ bool decode_container(const struct msg *m, struct container_req *r, char *err, s
 	if (strlen(r->hostname) > HOST_NAME_MAX)
 		return fail(err, errlen, "CONTAINER with a hostname longer than %d bytes",
 			    HOST_NAME_MAX);
-	return decode_network(m, r, err, errlen);
+	return decode_network(m, r, err, errlen) && decode_mounts(m, r, err, errlen);
 }
 
 bool decode_winsize(const struct msg *m, struct winsize_req *r, char *err, size_t errlen)
