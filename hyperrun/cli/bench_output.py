@@ -6,12 +6,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from hyperrun.cli.progress import LiveProgress
 from hyperrun.errors import UsageError
 from hyperrun.log import escape
 
@@ -27,7 +27,7 @@ def count(name: str, value: int, low: int, high: int) -> int:
     return value
 
 
-class Bar:
+class Bar(LiveProgress):
     """The progress of the runs on stderr with rich, or nothing (--json -, no terminal)."""
 
     def __init__(self, stream: TextIO, quiet: bool) -> None:
@@ -36,16 +36,6 @@ class Bar:
             MofNCompleteColumn(), TimeElapsedColumn(),
             console=Console(file=stream, highlight=False), transient=True)
         self._task: Any = None
-
-    def __enter__(self) -> Bar:
-        if self._rich is not None:
-            self._rich.start()
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self._rich is not None:
-            self._rich.stop()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self._rich is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import threading
 from types import TracebackType
-from typing import TextIO
+from typing import Self, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -36,7 +36,23 @@ def short(digest: str) -> str:
     return escape(digest.removeprefix("sha256:")[:12])
 
 
-class PullProgress:
+class LiveProgress:
+    """A rich progress display that is shown while the context is open, if there is one."""
+
+    _rich: Progress | None = None
+
+    def __enter__(self) -> Self:
+        if self._rich is not None:
+            self._rich.start()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+
+
+class PullProgress(LiveProgress):
     """Progress of one pull; a context manager, safe to call from several threads."""
 
     def __init__(self, stream: TextIO, mode: Mode) -> None:
@@ -62,16 +78,6 @@ class PullProgress:
         if quiet:
             return cls(stream, Mode.QUIET)
         return cls(stream, Mode.TTY if stream.isatty() else Mode.PLAIN)
-
-    def __enter__(self) -> PullProgress:
-        if self._rich is not None:
-            self._rich.start()
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self._rich is not None:
-            self._rich.stop()
 
     def message(self, text: str) -> None:
         """A line of its own (`latest: Pulling from library/ubuntu`, `Digest: ...`)."""
