@@ -13,7 +13,7 @@ from pathlib import Path
 
 from helpers import ImageSpec, file, oci_layout_files, tar_bytes, write_tar
 
-from hyperrun.containers import records
+from hyperrun.containers import names, records
 from hyperrun.store import Store
 
 IMAGE_CONFIG = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"], "Env": ["A=1"],
@@ -59,7 +59,7 @@ def make(root: Path, name: str | None = None, *, exit_status: int | None = None,
     """A container record as `run` leaves it; exited with exit_status if given."""
     store = Store(root)
     s = records.Settings(**{"cmd": command, "cpus": 2, "memory_mib": 256, **settings})
-    c = records.create(store, records.new_id(), name, image, image_id, command, False,
+    c = records.create(store, names.new_id(), name, image, image_id, command, False,
                        settings=s)
     if exit_status is not None:
         c = records.record_exit(store, c, exit_status)

@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, VmEnv
 from helpers import wait_until
 
-from hyperrun.containers import records
+from hyperrun.containers import names, records
 from hyperrun.store import Store
 
 pytestmark = pytest.mark.vm
@@ -137,7 +137,7 @@ def test_other_store_cannot_see_or_touch_a_container_and_a_killed_run_is_reconci
         # The other store has a container of the same name whose record even claims this
         # store's domain: the domain's metadata says whose it is.
         theirs = Store(other)
-        forged = records.create(theirs, records.new_id(), "shared", "busybox", mine["image_id"],
+        forged = records.create(theirs, names.new_id(), "shared", "busybox", mine["image_id"],
                                 ("true",), remove=False)
         record = records.paths(theirs, forged.id).record
         record.write_text(json.dumps({**json.loads(record.read_text()),

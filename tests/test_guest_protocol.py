@@ -427,6 +427,7 @@ class FakeConnection:
 def boot_and_run(tmp_path: Path, *steps: Step) -> tuple[FakeConnection, Exception]:
     """_boot_and_run, through a real monitor, against a guest playing CONTAINER -> OK,
     then `steps` after EXEC."""
+    from hyperrun.containers import names
     from hyperrun.containers import records as state
     from hyperrun.containers.run import _boot_and_run, _Cleanup
     from hyperrun.store import Store
@@ -438,7 +439,7 @@ def boot_and_run(tmp_path: Path, *steps: Step) -> tuple[FakeConnection, Exceptio
         settings = state.Settings(accel="tcg", cpus=1, memory_mib=64, hostname="h",
                                   kernel=str(tmp_path / "k"), initrd=str(tmp_path / "i"),
                                   base_disk=str(tmp_path / "b"))
-        c = state.create(store, state.new_id(), None, "busybox", "sha256:" + "0" * 64,
+        c = state.create(store, names.new_id(), None, "busybox", "sha256:" + "0" * 64,
                          ("true",), remove=False, settings=settings)
         files = state.paths(store, c.id)
         files.console_log.write_text("[ 0.1] booting\n" + HOSTILE + "\n")

@@ -170,7 +170,7 @@ def test_containers_without_a_name_get_unique_docker_style_names(root: Path) -> 
 def test_a_generated_name_gets_a_number_on_collision() -> None:
     every = {f"{a}_{s}" for a in names.ADJECTIVES for s in names.SURNAMES}
     assert names.generate(every) in {f"{n}2" for n in every}
-    assert re.fullmatch(records.NAME_RE, names.generate(set()))
+    assert re.fullmatch(names.NAME_RE, names.generate(set()))
 
 
 # ---- rename --------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_a_running_then_exited_container_as_ps_inspect_and_info_show_it(vm) -> N
                                  "CapDrop": ["CAP_MKNOD"],
                                  "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
                                  "NetworkMode": "user", "PortBindings": {}, "Dns": [],
-                                 "DnsSearch": [], "ExtraHosts": None}
+                                 "DnsSearch": [], "ExtraHosts": None, "Binds": None, "Tmpfs": None}
     assert _ok(vm.hyperrun("inspect", "-f", "{{.State.ExitCode}} {{.Config.Image}}",
                            "renamed")) == "3 busybox\n"
     listed = _ok(vm.hyperrun("ps", "-a", "-f", "name=^renamed$", "--format",

@@ -20,7 +20,7 @@ from cli_store import hyperrun, ok, one_line_error
 
 from hyperrun.bench import warm
 from hyperrun.bench.boot import BootBench
-from hyperrun.containers import pool, pool_vms, records
+from hyperrun.containers import names, pool, pool_vms
 from hyperrun.errors import EXIT_USAGE, UsageError
 from hyperrun.spec import NetworkSpec, PortMapping, RunSpec
 from hyperrun.store import Store
@@ -46,7 +46,7 @@ def _dead_pid() -> int:
 
 def _vm(store: Store, ready: bool, filler: int, key: pool.PoolKey = KEY) -> Path:
     """A pooled VM's directory and vm.json, with no domain behind it."""
-    vm = pool.PooledVm(records.new_id(), key, "00000000-0000-4000-8000-000000000001",
+    vm = pool.PooledVm(names.new_id(), key, "00000000-0000-4000-8000-000000000001",
                        pool_vms.assets_tag(store), filler, time.time(), ready=ready)
     directory = pool.vms_dir(store) / vm.id
     directory.mkdir(parents=True)
@@ -159,7 +159,7 @@ def test_the_sweep_keeps_live_work_and_removes_the_rest(pstore: Store) -> None:
     claimed_live = _vm(pstore, ready=True, filler=os.getpid())
     (claimed_live / "claim").write_text(str(os.getpid()))
     died = _vm(pstore, ready=True, filler=os.getpid())
-    unreadable = pool.vms_dir(pstore) / records.new_id()
+    unreadable = pool.vms_dir(pstore) / names.new_id()
     unreadable.mkdir()
     with pool_vms.Connections() as conns:
         kept = pool_vms.sweep(conns, pstore)

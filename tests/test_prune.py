@@ -16,7 +16,7 @@ from helpers import ImageSpec, hexof, oci_layout_files, sha256, write_dir
 from verbs import BASE, REPO, TOP, Cli, cli_fixture, load, one_error  # noqa: F401
 
 from hyperrun.cli.table import human_size
-from hyperrun.containers import records
+from hyperrun.containers import names, records
 from hyperrun.images.store import ImageStore
 from hyperrun.store import Store
 
@@ -58,7 +58,7 @@ def stocked(cli: Cli, store: Store, tmp_path: Path) -> ImageStore:
 
 def container(store: Store, image: ImageSpec, *, exited: bool, overlay: int = 0,
               owner: int | None = None) -> records.Container:
-    c = records.create(store, records.new_id(), None, "x", image.id, ("true",), remove=False)
+    c = records.create(store, names.new_id(), None, "x", image.id, ("true",), remove=False)
     if overlay:
         records.paths(store, c.id).overlay.write_bytes(os.urandom(overlay))
     if owner is not None:

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from hyperrun.containers import records
+from hyperrun.containers import names, records
 from hyperrun.errors import ContainerNotFound, UsageError
 from hyperrun.store import Store
 
 
 def _create(store: Store, name: str | None = None, cid: str | None = None,
             remove: bool = False) -> records.Container:
-    return records.create(store, cid or records.new_id(), name, "busybox", "sha256:" + "0" * 64,
+    return records.create(store, cid or names.new_id(), name, "busybox", "sha256:" + "0" * 64,
                           ("true",), remove=remove)
 
 
@@ -67,7 +67,7 @@ def test_valid_names(store: Store, name: str) -> None:
 
 def test_domain_is_unique_to_store_and_container(tmp_path) -> None:
     one, two = Store(tmp_path / "one"), Store(tmp_path / "two")
-    cid = records.new_id()
+    cid = names.new_id()
     a, b = _create(one, name="same", cid=cid), _create(two, name="same", cid=cid)
     assert one.identity() != two.identity()
     assert a.domain != b.domain and a.domain_uuid != b.domain_uuid

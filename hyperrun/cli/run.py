@@ -13,7 +13,7 @@ from hyperrun.cli.envfile import env_entries
 from hyperrun.cli.terminal import UserTerminal
 from hyperrun.containers import mounts, network, restart
 from hyperrun.containers import run as container
-from hyperrun.containers.records import validate_name
+from hyperrun.containers.names import validate_name
 from hyperrun.errors import UsageError
 from hyperrun.images.model import Image
 from hyperrun.spec import Accel, PullPolicy, RunSpec

@@ -6,8 +6,27 @@ people who shaped computing; the lists are hyperrun's own.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Container
+
+from hyperrun.errors import UsageError
+
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+NAME_HINT = ("use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter "
+             "or a digit")
+
+
+def validate_name(name: str) -> str:
+    """name, if docker would take it as a container name; a usage error if not."""
+    if not NAME_RE.fullmatch(name):
+        raise UsageError(f"invalid container name {name!r}", hint=NAME_HINT)
+    return name
+
+
+def new_id() -> str:
+    """A container id: 64 hex digits, random, as docker's."""
+    return secrets.token_hex(32)
 
 ADJECTIVES = (
     "agile", "amazing", "bold", "brave", "bright", "calm", "careful", "cheerful", "clever",

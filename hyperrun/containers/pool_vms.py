@@ -21,7 +21,7 @@ from pathlib import Path
 
 import libvirt
 
-from hyperrun.containers import boot, pool, records
+from hyperrun.containers import boot, names, pool, records
 from hyperrun.containers import run as run_path
 from hyperrun.containers.pool import Pool, PooledVm, PoolKey
 from hyperrun.errors import BootFailed, HyperrunError
@@ -61,7 +61,7 @@ def boot_vm(conn: libvirt.virConnect, store: Store, p: Pool) -> PooledVm:
     base = images.base_disk(image)
     share_with_qemu(base, hypervisor.qemu_ids(conn, Accel(p.key.accel)))
     assets = run_path.boot_assets(store, None)
-    vm_id = records.new_id()
+    vm_id = names.new_id()
     files = pool.vm_paths(store, vm_id)
     vm = PooledVm(vm_id, p.key, str(uuid.uuid4()), assets_tag(store), os.getpid(),
                   time.time())

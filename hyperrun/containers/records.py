@@ -7,8 +7,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import re
-import secrets
 import shutil
 import time
 import uuid
@@ -25,9 +23,6 @@ from hyperrun.store import Store, atomic_write, process_alive, remove_path
 from hyperrun.vm import monitor
 
 # docker's rule for container names, with a bound so libvirt and terminals stay sane.
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
-NAME_HINT = ("use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter "
-             "or a digit")
 RECORD_MODE = 0o600  # the command line may carry secrets
 EXIT_FILE_MAX = 4096  # the monitor writes a status and at most 512 bytes of message
 
@@ -158,16 +153,6 @@ def domain_name(store: Store, cid: str) -> str:
     return f"hyperrun-{store.identity()}-{cid[:12]}"
 
 
-def validate_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name):
-        raise UsageError(f"invalid container name {name!r}", hint=NAME_HINT)
-    return name
-
-
-def new_id() -> str:
-    return secrets.token_hex(32)
-
-
 _FIELDS = {f.name for f in dataclasses.fields(Container)}
 _SETTINGS = {f.name for f in dataclasses.fields(Settings)}
 
@@ -260,7 +245,7 @@ def create(store: Store, cid: str, name: str | None, image: str, image_id: str,
     container's, whose domain has domain_uuid.
     """
     if name is not None:
-        validate_name(name)
+        names.validate_name(name)
     domain = domain_name(store, cid)
     with store.lock("containers"):
         _sweep(store)
@@ -372,7 +357,7 @@ def read_exit(files: Paths) -> tuple[int, str] | None:
 
 def rename(store: Store, ref: str, new: str) -> Container:
     """Give a container a new name, as `docker rename` does; its VM keeps its domain name."""
-    validate_name(new)
+    names.validate_name(new)
     with store.lock("containers"):
         c = find(store, ref)
         if new == c.name:

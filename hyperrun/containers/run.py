@@ -12,7 +12,7 @@ from typing import Any
 import libvirt
 
 from hyperrun import capabilities
-from hyperrun.containers import boot, mounts, network, pool, reaper, volumes
+from hyperrun.containers import boot, mounts, names, network, pool, reaper, volumes
 from hyperrun.containers import records as state
 from hyperrun.containers.process import FORWARDED_SIGNALS, Terminal, merge_env
 from hyperrun.errors import (
@@ -131,7 +131,7 @@ def run(run: RunSpec, store: Store, uri: str, *, pull: Callable[[str], Image],
     """
     images = ImageStore(store)
     image = resolve_image(store, run, pull)
-    cid = state.new_id()
+    cid = names.new_id()
     hostname = run.hostname or cid[:12]
     process = process_spec(image.config, run, hostname)
     check_exec_size(process)
