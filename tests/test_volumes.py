@@ -197,7 +197,7 @@ def test_volume_verbs(tmp_path: Path) -> None:
     generated = ok(hyperrun(root, "volume", "create")).strip()
     assert len(generated) == 64
     assert ok(hyperrun(root, "volume", "ls")).splitlines() == [
-        "DRIVER    VOLUME NAME", f"local     {generated}", "local     data"]
+        "DRIVER    VOLUME NAME", *(f"local     {n}" for n in sorted([generated, "data"]))]
     assert ok(hyperrun(root, "volume", "ls", "-q", "-f", "name=dat")) == "data\n"
     doc = json.loads(ok(hyperrun(root, "volume", "inspect", "data")))
     assert doc[0]["Name"] == "data" and doc[0]["Driver"] == "local"
