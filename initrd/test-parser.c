@@ -222,6 +222,16 @@ static void pl_free(struct payload *p)
 	*p = (struct payload){ 0 };
 }
 
+/* Adds one record per '|'-separated part of records (the tables' shorthand). */
+static void pl_add_records(struct payload *p, const char *records)
+{
+	char recs[256];
+
+	snprintf(recs, sizeof recs, "%s", records);
+	for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
+		pl_add(p, "%s", rec);
+}
+
 /* msg_decode of p as a message of type t. */
 static bool decode(struct msg *m, uint32_t t, const struct payload *p)
 {
@@ -555,11 +565,9 @@ static void test_exec_refused(void)
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct payload p = { 0 };
 		struct exec_req r;
-		char err[512] = "", recs[256];
+		char err[512] = "";
 
-		snprintf(recs, sizeof recs, "%s", cases[i].records);
-		for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
-			pl_add(&p, "%s", rec);
+		pl_add_records(&p, cases[i].records);
 		CHECK(!exec_of(&p, &r, err, sizeof err) && contains(err, cases[i].why), "%s: %s",
 		      cases[i].records, err);
 		CHECK(r.id == cases[i].id && r.main == cases[i].main, "%s: id %u main %d",
@@ -716,11 +724,9 @@ static void test_container_requests(void)
 		struct payload p = { 0 };
 		struct container_req r;
 		struct msg m;
-		char err[512] = "", recs[256];
+		char err[512] = "";
 
-		snprintf(recs, sizeof recs, "%s", cases[i].records);
-		for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
-			pl_add(&p, "%s", rec);
+		pl_add_records(&p, cases[i].records);
 		decode(&m, MSG_CONTAINER, &p);
 		bool ok = decode_container(&m, &r, err, sizeof err);
 		if (cases[i].why)
@@ -769,11 +775,9 @@ static bool decode_mount_case(const char *records, struct container_req *r, char
 {
 	struct payload p = { 0 };
 	struct msg m;
-	char recs[256];
 
-	snprintf(recs, sizeof recs, "rootfs=vda|%s", records);
-	for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
-		pl_add(&p, "%s", rec);
+	pl_add(&p, "rootfs=vda");
+	pl_add_records(&p, records);
 	decode(&m, MSG_CONTAINER, &p);
 	bool ok = decode_container(&m, r, err, errlen);
 	msg_free(&m);
@@ -912,11 +916,9 @@ static void test_container_network(void)
 		struct payload p = { 0 };
 		struct container_req r;
 		struct msg m;
-		char err[512] = "", recs[256];
+		char err[512] = "";
 
-		snprintf(recs, sizeof recs, "%s", cases[i].records);
-		for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
-			pl_add(&p, "%s", rec);
+		pl_add_records(&p, cases[i].records);
 		decode(&m, MSG_CONTAINER, &p);
 		bool ok = decode_container(&m, &r, err, sizeof err);
 		if (cases[i].why)
@@ -1009,11 +1011,9 @@ static void test_winsize_signal_requests(void)
 		struct winsize_req w;
 		struct signal_req s;
 		struct msg m;
-		char err[256] = "", recs[256];
+		char err[256] = "";
 
-		snprintf(recs, sizeof recs, "%s", cases[i].records);
-		for (char *save, *rec = strtok_r(recs, "|", &save); rec; rec = strtok_r(NULL, "|", &save))
-			pl_add(&p, "%s", rec);
+		pl_add_records(&p, cases[i].records);
 		decode(&m, cases[i].type, &p);
 		bool ok = cases[i].type == MSG_WINSIZE ? decode_winsize(&m, &w, err, sizeof err)
 						       : decode_signal(&m, &s, err, sizeof err);
