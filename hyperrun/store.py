@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hyperrun.errors import HyperrunError
+from hyperrun.errors import HyperrunError, UsageError
 
 DEFAULT_ROOT = "/var/lib/hyperrun"
 _STORE_ID_RE = re.compile(r"[0-9a-f]{12}")
@@ -39,7 +39,11 @@ class Store:
 
     @classmethod
     def default(cls) -> Store:
-        return cls(Path(os.environ.get("HYPERRUN_ROOT", DEFAULT_ROOT)).absolute())
+        root = Path(os.environ.get("HYPERRUN_ROOT", DEFAULT_ROOT)).absolute()
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"the store {root} is not a directory",
+                             hint="point HYPERRUN_ROOT at a directory (or a path not there yet)")
+        return cls(root)
 
     @property
     def blobs(self) -> Path:

@@ -205,3 +205,11 @@ def test_failure_before_boot_leaves_nothing(root: Path) -> None:
     assert not any((root / "sock").iterdir())
     listed = _hyperrun(root, "ps", "-a")
     assert listed.returncode == 0 and "never-booted" not in listed.stdout
+
+
+@pytest.mark.parametrize("verb", [("ps", "-a"), ("images",), ("volume", "ls")])
+def test_a_store_that_is_a_file_is_one_clear_error(tmp_path: Path, verb: tuple[str, ...]) -> None:
+    not_a_dir = tmp_path / "store.tar"
+    not_a_dir.write_bytes(b"a file, not a store")
+    _one_line_error(_hyperrun(not_a_dir, *verb), 125, "not a directory", "HYPERRUN_ROOT")
+    assert not_a_dir.read_bytes() == b"a file, not a store"
