@@ -700,6 +700,28 @@ static void test_exec_limits(void)
 	free(cwd);
 }
 
+/* Decodes CONTAINER from records joined by '|': refused with an error containing why, or,
+ * with why NULL, accepted (and with want_root, on rootfs vda with an fstype). */
+static void check_container_case(const char *records, const char *why, bool want_root)
+{
+	struct payload p = { 0 };
+	struct container_req r;
+	struct msg m;
+	char err[512] = "";
+
+	pl_add_records(&p, records);
+	decode(&m, MSG_CONTAINER, &p);
+	bool ok = decode_container(&m, &r, err, sizeof err);
+	if (why)
+		CHECK(!ok && contains(err, why), "%s: %s", records, err);
+	else if (want_root)
+		CHECK(ok && strcmp(r.rootfs, "vda") == 0 && *r.fstype, "%s: %s", records, err);
+	else
+		CHECK(ok, "%s: %s", records, err);
+	msg_free(&m);
+	pl_free(&p);
+}
+
 static void test_container_requests(void)
 {
 	static const struct {
@@ -720,22 +742,8 @@ static void test_container_requests(void)
 		{ "rootfs=vda|noequals", "malformed CONTAINER" },
 	};
 
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		struct payload p = { 0 };
-		struct container_req r;
-		struct msg m;
-		char err[512] = "";
-
-		pl_add_records(&p, cases[i].records);
-		decode(&m, MSG_CONTAINER, &p);
-		bool ok = decode_container(&m, &r, err, sizeof err);
-		if (cases[i].why)
-			CHECK(!ok && contains(err, cases[i].why), "%s: %s", cases[i].records, err);
-		else
-			CHECK(ok && strcmp(r.rootfs, "vda") == 0 && *r.fstype, "%s: %s", cases[i].records, err);
-		msg_free(&m);
-		pl_free(&p);
-	}
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		check_container_case(cases[i].records, cases[i].why, true);
 
 	/* Lengths: a device name, an fstype and a hostname are short. */
 	char big[200];
@@ -912,22 +920,8 @@ static void test_container_network(void)
 		{ "rootfs=vda|hosts=a|hosts=b", "more than one hosts" },
 	};
 
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		struct payload p = { 0 };
-		struct container_req r;
-		struct msg m;
-		char err[512] = "";
-
-		pl_add_records(&p, cases[i].records);
-		decode(&m, MSG_CONTAINER, &p);
-		bool ok = decode_container(&m, &r, err, sizeof err);
-		if (cases[i].why)
-			CHECK(!ok && contains(err, cases[i].why), "%s: %s", cases[i].records, err);
-		else
-			CHECK(ok, "%s: %s", cases[i].records, err);
-		msg_free(&m);
-		pl_free(&p);
-	}
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		check_container_case(cases[i].records, cases[i].why, false);
 
 	/* What a good one decodes to. */
 	struct payload p = { 0 };
